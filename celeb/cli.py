@@ -1,0 +1,158 @@
+"""The `celeb` command: one sub-command per step of the pipeline.
+
+    celeb synth OUT --n N --seed S          synthetic faces in CelebA's layout
+    celeb prepare CELEBA_DIR --out DATA     annotations -> table, images -> decode-once cache
+    celeb split DATA --strategy balanced    identity-disjoint splits with a balance report
+    celeb train cvae|classifier CONFIG      one local training run (no Ray)
+
+Each sub-command is a thin wrapper over a library function; heavy imports happen inside them so
+that `celeb --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _cmd_synth(args: argparse.Namespace) -> None:
+    from celeb.synth import synthesize
+
+    synthesize(Path(args.out), n=args.n, seed=args.seed, identities=args.identities,
+               images=not args.no_images, workers=args.workers)
+    what = "annotations" if args.no_images else "images and annotations"
+    print(f"wrote {args.n} synthetic faces' {what} to {args.out}")
+
+
+def _cmd_prepare(args: argparse.Namespace) -> None:
+    from celeb.annotations import describe_missing, load_annotations, write_table
+    from celeb.schema import IMAGE_ID, TABLE_FILE
+
+    celeba_dir, data_dir = Path(args.celeba_dir), Path(args.out)
+    annotations = load_annotations(celeba_dir)
+    table_path = data_dir / TABLE_FILE
+    write_table(annotations.table, table_path, annotations.missing)
+    print(f"table: {len(annotations.table):,} images -> {table_path}")
+    if annotations.missing:
+        print(describe_missing(annotations.missing))
+
+    if args.no_images:
+        return
+    image_dir = _find_image_dir(celeba_dir)
+    if image_dir is None:
+        print(f"no image folder (img_align_celeba/) under {celeba_dir}: built the table only. "
+              "Splits and reports work now; add the images and rerun `celeb prepare` for the cache.")
+        return
+
+    from celeb.cache import build_cache
+    from celeb.dataset import cache_dir
+
+    image_ids = annotations.table[IMAGE_ID].tolist()
+    for size in args.size:
+        out = build_cache(image_ids, image_dir, cache_dir(data_dir, size, args.crop), size=size,
+                          crop=args.crop, workers=args.workers, skip_bad=args.skip_bad)
+        print(f"cache: {size}x{size} images -> {out}")
+
+
+def _find_image_dir(celeba_dir: Path) -> Path | None:
+    """The folder of aligned JPEGs in any common layout (flat, Google Drive's Img/, Kaggle's nested)."""
+    from celeb.schema import IMAGE_DIR
+
+    for candidate in (celeba_dir / IMAGE_DIR / IMAGE_DIR, celeba_dir / IMAGE_DIR,
+                      celeba_dir / "Img" / IMAGE_DIR):
+        if candidate.is_dir() and any(candidate.glob("*.jpg")):
+            return candidate
+    return None
+
+
+def _cmd_split(args: argparse.Namespace) -> None:
+    from celeb.annotations import read_table
+    from celeb.dataset import split_dir
+    from celeb.schema import TABLE_FILE
+    from celeb.splits import balance_report, make_split, write_split
+
+    data_dir = Path(args.data_dir)
+    table = read_table(data_dir / TABLE_FILE)
+    split = make_split(table, strategy=args.strategy, ratios=tuple(args.ratios), seed=args.seed)
+    report = balance_report(table, split, strategy=args.strategy, seed=args.seed, ratios=tuple(args.ratios))
+    out = split_dir(data_dir, args.name or args.strategy)
+    write_split(out, table, split, report)
+    sizes = ", ".join(f"{name} {report['splits'][name]['size']:,}" for name in ("train", "val", "test"))
+    print(f"{args.strategy} split ({sizes}): worst prevalence gap {report['worst_gap_pp']:.2f} pp "
+          f"({report['worst_attribute']}), identity overlap {report['identity_overlap_total']}")
+    print(f"report: {out / 'report.md'} (plots: prevalence.png, correlation.png)")
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from celeb.local import run_local
+    from celeb.train import NonFiniteLossError
+
+    try:
+        run_local(args.task, Path(args.config), args.set,
+                  run_dir=Path(args.run_dir) if args.run_dir else None,
+                  resume=Path(args.resume) if args.resume else None)
+    except NonFiniteLossError as error:
+        raise SystemExit(f"celeb train: error: {error}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="celeb", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    synth = commands.add_parser("synth", help="draw synthetic faces in CelebA's on-disk layout")
+    synth.add_argument("out", help="output folder (becomes a CelebA-layout folder)")
+    synth.add_argument("--n", type=int, default=2000, help="number of images (default 2000)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--identities", type=int, default=None, help="default: n / 19.9, like CelebA")
+    synth.add_argument("--no-images", action="store_true", help="write the annotation files only")
+    synth.add_argument("--workers", type=int, default=None)
+    synth.set_defaults(func=_cmd_synth)
+
+    prepare = commands.add_parser("prepare", help="annotations -> Parquet table; images -> decode-once cache")
+    prepare.add_argument("celeba_dir", help="a CelebA folder (official, torchvision or Kaggle layout)")
+    prepare.add_argument("--out", required=True, help="the data dir to write")
+    prepare.add_argument("--size", type=int, action="append", default=None,
+                         help="cache image size; repeat for several (default 64)")
+    prepare.add_argument("--crop", type=int, default=148, help="centre crop before resizing (default 148)")
+    prepare.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    prepare.add_argument("--skip-bad", action="store_true", help="skip corrupt or missing JPEGs, recording them")
+    prepare.add_argument("--no-images", action="store_true", help="build the table only")
+    prepare.set_defaults(func=_cmd_prepare)
+
+    split = commands.add_parser("split", help="identity-disjoint, attribute-balanced splits with a report")
+    split.add_argument("data_dir")
+    split.add_argument("--strategy", choices=("official", "balanced"), default="balanced")
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--ratios", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST"))
+    split.add_argument("--name", default=None, help="split folder name (default: the strategy)")
+    split.set_defaults(func=_cmd_split)
+
+    train = commands.add_parser("train", help="one local training run (no Ray, GPU or CPU)")
+    train.add_argument("task", choices=("cvae", "classifier"))
+    train.add_argument("config", help="a YAML config (see configs/)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set cvae.beta=4 (repeatable)")
+    train.add_argument("--run-dir", default=None, help="default: runs/<task>-<time>")
+    train.add_argument("--resume", default=None, metavar="CHECKPOINT_DIR",
+                       help="continue exactly from a checkpoint folder of an earlier run")
+    train.set_defaults(func=_cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "size", "n/a") is None:
+        args.size = [64]
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as error:
+        # Our errors already name the file, the line and the fix; a traceback adds nothing.
+        print(f"celeb {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
