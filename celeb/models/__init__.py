@@ -1,0 +1,37 @@
+"""The two model families: the conditional β-VAE (cvae) and the attribute classifier (classifier)."""
+
+from celeb.models.classifier import (
+    BACKBONES,
+    AttributeClassifier,
+    ClassifierOutput,
+    build_classifier,
+    classifier_loss,
+    input_size,
+    parameter_groups,
+)
+from celeb.models.cvae import (
+    ConditionalVAE,
+    VAELoss,
+    VAEOutput,
+    capacity_schedule,
+    kl_weight_schedule,
+    normalized_beta_to_beta,
+    vae_loss,
+)
+
+__all__ = [
+    "BACKBONES",
+    "AttributeClassifier",
+    "ClassifierOutput",
+    "ConditionalVAE",
+    "VAELoss",
+    "VAEOutput",
+    "build_classifier",
+    "capacity_schedule",
+    "classifier_loss",
+    "input_size",
+    "kl_weight_schedule",
+    "normalized_beta_to_beta",
+    "parameter_groups",
+    "vae_loss",
+]
