@@ -179,9 +179,13 @@ def heavy_augment(chunk: int = 16) -> HeavyAugment:
 
 
 def make_augment(name: str) -> Augment | None:
-    """The augmentation called `name`: "none" (None), "light" (BatchAugment()) or "heavy"."""
-    presets: dict[str, Callable[[], Augment | None]] = {"none": lambda: None, "light": BatchAugment,
-                                                        "heavy": heavy_augment}
+    """The augmentation called `name`: "none" (None), "flip", "light" (BatchAugment()) or "heavy"."""
+    presets: dict[str, Callable[[], Augment | None]] = {
+        "none": lambda: None,
+        "flip": lambda: BatchAugment(crop_jitter=0, brightness=0.0, contrast=0.0, saturation=0.0),
+        "light": BatchAugment,
+        "heavy": heavy_augment,
+    }
     if name not in presets:
         raise ValueError(f"unknown augmentation {name!r}; choose one of {', '.join(presets)}")
     return presets[name]()

@@ -39,7 +39,7 @@ class DataConfig:
     image_size: int = 64  # which image cache to use (DATA_DIR/cache/c<crop>_s<size>)
     crop: int = 148
     on_device: bool | None = None  # keep the whole split on the GPU; None: yes on cuda
-    augment: Literal["none", "light", "heavy"] = "light"  # CVAE training batches
+    augment: Literal["none", "flip", "light", "heavy"] = "light"  # CVAE training batches
 
 
 @dataclass
@@ -63,7 +63,7 @@ class ClassifierConfig:
     backbone_lr_mult: float = 0.1  # backbone lr = lr * this (the head gets lr)
     use_pos_weight: bool = True  # weigh positives by neg/pos per attribute in the loss
     dropout: float = 0.0
-    augment: Literal["none", "light", "heavy"] = "heavy"  # classifier training batches
+    augment: Literal["none", "flip", "light", "heavy"] = "heavy"  # classifier training batches
 
 
 @dataclass

@@ -247,6 +247,15 @@ def test_make_augment_names():
         make_augment("medium")
 
 
+def test_flip_preset_only_mirrors_each_sample():
+    x = torch.rand(64, 3, 8, 8)
+    out = make_augment("flip")(x, torch.Generator().manual_seed(0))
+    kept = torch.all((out - x).abs() < 1e-6, dim=(1, 2, 3))
+    mirrored = torch.all((out - x.flip(-1)).abs() < 1e-6, dim=(1, 2, 3))
+    assert bool(torch.all(kept | mirrored))
+    assert 0 < int(mirrored.sum()) < 64  # drawn per sample, not once for the batch
+
+
 def test_loader_augmentation_depends_on_seed_and_epoch_only():
     images = np.repeat(numbered_images(1, 16), 40, axis=0)  # 40 copies of one image
     make = lambda seed: BatchLoader(images, None, batch_size=16, seed=seed, augment=BatchAugment())  # noqa: E731
