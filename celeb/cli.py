@@ -4,6 +4,7 @@
     celeb prepare CELEBA_DIR --out DATA     annotations -> table, images -> decode-once cache
     celeb split DATA --strategy balanced    identity-disjoint splits with a balance report
     celeb train cvae|classifier CONFIG      one local training run (no Ray)
+    celeb sweep SPEC.yaml [--resume]        a Ray Tune sweep (Optuna + ASHA), local or on a cluster
 
 Each sub-command is a thin wrapper over a library function; heavy imports happen inside them so
 that `celeb --help` is instant.
@@ -96,6 +97,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
         raise SystemExit(f"celeb train: error: {error}") from None
 
 
+def _cmd_sweep(args: argparse.Namespace) -> None:
+    # Ray lives in jobs/, never in the library: the CLI reaches it only here.
+    from jobs.sweep import parse_overrides, run_sweep
+
+    run_sweep(Path(args.spec), resume=args.resume, address=args.address, overrides=parse_overrides(args.set))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="celeb", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -138,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", default=None, metavar="CHECKPOINT_DIR",
                        help="continue exactly from a checkpoint folder of an earlier run")
     train.set_defaults(func=_cmd_train)
+
+    sweep = commands.add_parser("sweep", help="a Ray Tune sweep of trials (Optuna search, ASHA stopping)")
+    sweep.add_argument("spec", help="a sweep spec, e.g. sweeps/smoke.yaml")
+    sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep of this spec")
+    sweep.add_argument("--address", default=None, help="a Ray cluster to join (default: start Ray locally)")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a spec value, e.g. --set num_trials=8 (repeatable)")
+    sweep.set_defaults(func=_cmd_sweep)
     return parser
 
 

@@ -45,6 +45,7 @@ class NonFiniteLossError(RuntimeError):
     def __init__(self, epoch: int, step: int, value: float, lr: float, last_checkpoint: Path | None,
                  where: str = "training", global_step: int | None = None) -> None:
         self.epoch, self.step, self.value, self.last_checkpoint = epoch, step, value, last_checkpoint
+        self._args = (epoch, step, value, lr, last_checkpoint, where, global_step)
         kept = (f"the last good checkpoint is {last_checkpoint}" if last_checkpoint is not None
                 else "no checkpoint had been written yet")
         at = f"epoch {epoch}, step {step}" + (f" (global step {global_step})" if global_step is not None else "")
@@ -53,6 +54,10 @@ class NonFiniteLossError(RuntimeError):
             f"stopped, {kept}. Lower the learning rate (lr), set grad_clip (e.g. 1.0), "
             "or use amp: none and resume from the checkpoint."
         )
+
+    def __reduce__(self) -> tuple[type, tuple]:
+        # Ray pickles a trial's error to report it; the default reduce would call __init__ with the message.
+        return (type(self), self._args)
 
 
 @dataclass

@@ -1,0 +1,439 @@
+"""The sweep driver: a checked spec -> a Ray Tune run -> a ranked table of trials.
+
+    python -m jobs.sweep sweeps/smoke.yaml [--resume] [--address auto] [--set data_dir=demo/data]
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.sweep sweeps/x.yaml
+
+The spec is checked first (celeb.sweep.load_spec) and the data dir opened, so a typo fails once, on
+the driver, before any trial starts. Then one Tune run: `SeededOptunaSearch` (or seeded random
+search) proposes configs, `ASHAScheduler` stops poor ones at its rungs (metric and mode are set once,
+in TuneConfig), each trial gets `resources`, a failing trial is retried from its last checkpoint up
+to `max_failures` times, and the best `num_to_keep` checkpoints per trial are kept. At the end the
+trials are ranked (celeb.sweep.rank_trials), printed and written to <experiment>/ranking.csv.
+
+Resuming (`--resume`, after the driver or the head was killed) continues the same experiment dir:
+finished trials are not run again, unfinished and errored ones continue from their checkpoints.
+What Tune itself restores, and what this module adds:
+- the searcher: Tune pickles it with the experiment state, so the Optuna study (every trial and
+  intermediate value, and the sampler's RNG) and this module's repeat bookkeeping come back;
+- the scheduler: Tune does NOT save it, so ASHA would restart with empty rungs and judge resumed
+  trials against nothing. `SchedulerState`, a Tune callback (callbacks are checkpointed), saves
+  ASHA's rungs and puts them back.
+ASHA-stopped trials: Ray's OptunaSearch tells Optuna they are COMPLETE with an early-rung value, so
+TPE would mix short and full runs; `SeededOptunaSearch` tells Optuna they are PRUNED instead.
+
+Reproducibility: the same spec and seeds give the same sampled configs with `searcher: optuna` only
+at `max_concurrent: 1` (with more, the order in which trials finish changes what TPE has seen when
+it suggests); `searcher: random` gives the same configs at any concurrency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+import pyarrow.fs
+import ray
+import ray._private.ray_constants as ray_constants
+import yaml
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import BasicVariantGenerator, Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from celeb.atomic import write_text_atomic
+from celeb.sweep import (SweepSpec, SweepSpecError, base_trial_config, describe, format_table, load_spec,
+                         rank_trials, summarize_configs, trial_seeds)
+from jobs.trial import train_trial
+
+TIME_ATTR = "epoch"  # ASHA's clock: the trainer's own epoch count, which survives restarts
+SPEC_FILE = "sweep_spec.json"
+RANKING_FILE = "ranking.csv"
+CONFIG_RANKING_FILE = "ranking_by_config.csv"
+
+
+# ----------------------------------------------------------------------------- searcher and scheduler
+
+
+class SeededOptunaSearch(OptunaSearch):
+    """OptunaSearch that trains each suggestion once per fixed seed, and tells Optuna about pruning.
+
+    - Repeats: a suggestion becomes `len(seeds)` trials, the r-th with config["seed"] = seeds[r].
+      Optuna sees one trial: its intermediate values come from the first repeat, its value is the
+      mean of the repeats' final values.
+    - Pruning: a trial that ended before `full_epochs` (stopped by ASHA) is told to Optuna as PRUNED,
+      so TPE ranks it by its intermediate values instead of treating an early value as final. (A
+      trial the trainer's own early stopping ended is short too, and is told PRUNED as well.)
+    Its state (the study and the groups) is pickled by Tune with the experiment, so `--resume` keeps it.
+    """
+
+    def __init__(self, seeds: list[int], full_epochs: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._seeds = list(seeds)
+        self._full_epochs = full_epochs
+        self._primary_of: dict[str, str] = {}  # trial id -> the first trial of its group
+        self._members: dict[str, list[str]] = {}  # first trial id -> trial ids of the group
+        self._group_config: dict[str, dict] = {}
+        self._outcomes: dict[str, dict[str, tuple[str, float | None]]] = {}
+        self._open_group: str | None = None
+        self._reported: dict[str, set[int]] = {}  # steps already given to Optuna, per trial
+
+    def suggest(self, trial_id: str) -> dict | None:
+        group = self._open_group
+        if group is None or len(self._members[group]) == len(self._seeds):
+            config = super().suggest(trial_id)
+            if config is None or config == Searcher.FINISHED:
+                return config
+            group = self._open_group = trial_id
+            self._members[group], self._group_config[group] = [], config
+        self._members[group].append(trial_id)
+        self._primary_of[trial_id] = group
+        return {**self._group_config[group], "seed": self._seeds[len(self._members[group]) - 1]}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self._primary_of.get(trial_id) == trial_id and trial_id not in self._completed_trials:
+            self._report_intermediate(trial_id, result)
+
+    def _report_intermediate(self, trial_id: str, result: dict) -> None:
+        # step = the trainer's epoch, so a restarted trial re-reports the same steps, not new ones
+        value, step = result.get(self.metric), result.get(TIME_ATTR)
+        reported = self._reported.setdefault(trial_id, set())
+        if value is not None and math.isfinite(value) and step is not None and int(step) not in reported:
+            self._ot_trials[trial_id].report(float(value), int(step))
+            reported.add(int(step))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        group = self._primary_of.get(trial_id)
+        if group is None or group in self._completed_trials:
+            return
+        value = (result or {}).get(self.metric)
+        if error or value is None or not math.isfinite(value):
+            state = "fail"
+        elif self._full_epochs is not None and (result or {}).get(TIME_ATTR, self._full_epochs) < self._full_epochs:
+            state = "pruned"
+        else:
+            state = "complete"
+        if trial_id == group and result:
+            self._report_intermediate(trial_id, result)  # the last result reaches only on_trial_complete
+        outcomes = self._outcomes.setdefault(group, {})
+        outcomes[trial_id] = (state, value)
+        if len(outcomes) == len(self._seeds):
+            self._tell(group, list(outcomes.values()))
+
+    def _tell(self, group: str, outcomes: list[tuple[str, float | None]]) -> None:
+        states = [state for state, _ in outcomes]
+        ot_trial = self._ot_trials[group]
+        if "pruned" in states:
+            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+        elif "complete" in states:
+            self._ot_study.tell(ot_trial, float(np.mean([v for s, v in outcomes if s == "complete"])))
+        else:
+            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+        self._completed_trials.add(group)
+
+
+class SchedulerState(tune.Callback):
+    """Checkpoints a scheduler's bookkeeping (ASHA's rungs) with the experiment; Tune does not."""
+
+    def __init__(self, scheduler: ASHAScheduler) -> None:
+        self.scheduler = scheduler
+
+    def get_state(self) -> dict:
+        return {"scheduler": dict(self.scheduler.__dict__)}
+
+    def set_state(self, state: dict) -> None:
+        self.scheduler.__dict__.update(state["scheduler"])
+
+
+def trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+# ----------------------------------------------------------------------------- building the Tune run
+
+
+def search_space(spec: SweepSpec) -> dict[str, Any]:
+    """Tune's param_space: the shared trainer config plus one Tune domain per searched key."""
+    domains = {}
+    for p in spec.search:
+        if p.type == "uniform":
+            domains[p.name] = tune.uniform(p.low, p.high)
+        elif p.type == "loguniform":
+            domains[p.name] = tune.loguniform(p.low, p.high)
+        elif p.type == "int":
+            domains[p.name] = tune.randint(p.low, p.high + 1)  # Tune's upper bound is exclusive
+        else:
+            domains[p.name] = tune.choice(list(p.values))
+    return {**base_trial_config(spec), **domains}
+
+
+def make_searcher(spec: SweepSpec) -> tuple[Searcher | BasicVariantGenerator, int, dict[str, Any]]:
+    """The search algorithm, Tune's num_samples for it, and what it adds to the param space."""
+    seeds = trial_seeds(spec.seeds.sweep_seed, spec.seeds.repeats)
+    points = [dict(p) for p in spec.optuna.points_to_evaluate]
+    if spec.searcher == "optuna":
+        searcher = SeededOptunaSearch(seeds=seeds, full_epochs=spec.asha.max_t if spec.asha else None,
+                                      points_to_evaluate=points or None, seed=spec.search_seed)
+        return searcher, spec.total_trials, {}
+    # Random search: reproducible at any concurrency; each sample is expanded over the seeds.
+    generator = BasicVariantGenerator(points_to_evaluate=points or None, random_state=spec.search_seed,
+                                      constant_grid_search=True)
+    seed = tune.grid_search(seeds) if len(seeds) > 1 else seeds[0]
+    return generator, spec.num_trials, {"seed": seed}
+
+
+def make_scheduler(spec: SweepSpec) -> ASHAScheduler | None:
+    if spec.asha is None:
+        return None
+    return ASHAScheduler(time_attr=TIME_ATTR, max_t=spec.asha.max_t, grace_period=spec.asha.grace_period,
+                         reduction_factor=spec.asha.reduction_factor)
+
+
+def make_trainable(spec: SweepSpec, trainable: Callable | None = None):
+    return tune.with_resources(trainable or train_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+def build_tuner(spec: SweepSpec, trainable: Callable | None = None) -> tune.Tuner:
+    """A fresh Tuner for `spec` (use `restore_tuner` to continue an existing experiment).
+
+    `trainable` replaces jobs.trial.train_trial (tests and benchmarks); it gets the spec's resources.
+    """
+    searcher, num_samples, extra_space = make_searcher(spec)
+    scheduler = make_scheduler(spec)
+    return tune.Tuner(
+        make_trainable(spec, trainable),
+        param_space={**search_space(spec), **extra_space},
+        tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, search_alg=searcher, scheduler=scheduler,
+                                    num_samples=num_samples, max_concurrent_trials=spec.max_concurrent,
+                                    reuse_actors=spec.reuse_actors, trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            name=spec.name, storage_path=spec.storage_path,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep,
+                                                    checkpoint_score_attribute=spec.metric,
+                                                    checkpoint_score_order=spec.mode),
+            callbacks=[SchedulerState(scheduler)] if scheduler is not None else None))
+
+
+def restore_tuner(spec: SweepSpec, trainable: Callable | None = None) -> tune.Tuner:
+    """The Tuner of an interrupted sweep: finished trials stay, the others continue from checkpoints."""
+    path = spec.experiment_path
+    if not tune.Tuner.can_restore(path):
+        raise SweepSpecError(f"{spec.source}: --resume: no sweep to resume at {path} (no experiment state "
+                             "there); run without --resume to start it")
+    stored = read_stored_spec(spec)
+    if stored is not None:
+        changed = sorted(k for k in set(stored) | set(spec_record(spec))
+                         if stored.get(k) != spec_record(spec).get(k))
+        if changed:
+            raise SweepSpecError(f"{spec.source}: --resume: the spec changed since the sweep started "
+                                 f"({', '.join(changed)} differ from {path}/{SPEC_FILE}); a resumed sweep "
+                                 "keeps its search space, so restore the spec or start a sweep with a new name")
+    return tune.Tuner.restore(path, make_trainable(spec, trainable), resume_unfinished=True, resume_errored=True)
+
+
+# ----------------------------------------------------------------------------- running and ranking
+
+
+def run_sweep(spec_path: str | Path, resume: bool = False, address: str | None = None,
+              overrides: dict[str, Any] | None = None, check_data: bool = True,
+              trainable: Callable | None = None) -> pd.DataFrame:
+    """Run (or `resume`) the sweep in `spec_path`; return the ranked trials (also in ranking.csv).
+
+    `address`: a Ray cluster to join ("auto", "ray://..." or host:port); default: the cluster in
+    RAY_ADDRESS (as under `ray job submit`), else an embedded local Ray bound to 127.0.0.1.
+    `overrides` replace top-level spec keys (e.g. {"data_dir": ...}). `check_data=False` skips
+    opening the data dir on the driver, and `trainable` replaces jobs.trial.train_trial (both for
+    tests and benchmarks).
+    """
+    spec = load_spec(spec_path, overrides)
+    if check_data:
+        check_data_dir(spec)
+    print(describe(spec), flush=True)
+    started_ray = init_ray(address)
+    try:
+        if resume:
+            tuner = restore_tuner(spec, trainable)
+        else:
+            if tune.Tuner.can_restore(spec.experiment_path) or read_stored_spec(spec) is not None:
+                raise SweepSpecError(f"{spec.source}: a sweep named '{spec.name}' already exists at "
+                                     f"{spec.experiment_path}; pass --resume to continue it, or change 'name'")
+            write_to_storage(spec.experiment_path, SPEC_FILE, json.dumps(spec_record(spec), indent=2))
+            tuner = build_tuner(spec, trainable)
+        results = tuner.fit()
+    finally:
+        if started_ray:
+            ray.shutdown()
+    table = rank_trials(ranking_rows(results, spec), spec.metric, spec.mode)
+    write_to_storage(spec.experiment_path, RANKING_FILE, table.to_csv(index=False))
+    print(f"\n{spec.name}: {len(table)} trials ranked by {spec.mode} {spec.metric} "
+          f"-> {spec.experiment_path}/{RANKING_FILE}")
+    print(format_table(table))
+    if spec.seeds.repeats > 1:
+        summary = summarize_configs(table, spec.mode)
+        write_to_storage(spec.experiment_path, CONFIG_RANKING_FILE, summary.to_csv(index=False))
+        print(f"\nby config (mean over {spec.seeds.repeats} seeds) -> {spec.experiment_path}/{CONFIG_RANKING_FILE}")
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+    return table
+
+
+def init_ray(address: str | None) -> bool:
+    """Join or start Ray; True when this call started it (so the caller shuts it down)."""
+    if ray.is_initialized():
+        return False
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address)
+    else:
+        start_local_ray()
+    return True
+
+
+def start_local_ray(**init_kwargs: Any) -> None:
+    """An embedded single-node Ray whose ports all listen on 127.0.0.1 only.
+
+    Ray binds to loopback only when it takes multi-node clusters to be off on this machine
+    (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0); otherwise its gRPC ports listen on every interface
+    whatever the node IP. Ray reads that flag when it is imported, so it is set here both for the
+    processes Ray starts and in this process's copy of Ray's constants. Token auth stays as
+    RAY_AUTH_MODE says (on by default for a local ray.init). address="local": a new Ray, never a
+    cluster an earlier run left registered in /tmp/ray.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, **init_kwargs)
+
+
+def check_data_dir(spec: SweepSpec) -> None:
+    """Open the data the trials will train on (table, split, cache) so a missing piece fails now."""
+    if "://" in spec.data_dir:
+        return
+    from celeb.dataset import load_data
+
+    fixed = spec.fixed
+    load_data(Path(spec.data_dir), split=fixed.get("data.split", "balanced"),
+              image_size=fixed.get("data.image_size", 64), crop=fixed.get("data.crop", 148))
+
+
+def ranking_rows(results: tune.ResultGrid, spec: SweepSpec) -> list[dict[str, Any]]:
+    """One row per trial for celeb.sweep.rank_trials, from Tune's results."""
+    seeds = trial_seeds(spec.seeds.sweep_seed, spec.seeds.repeats)
+    rows = []
+    for result in results:
+        config = result.config or {}
+        history = result.metrics_dataframe
+        best = best_epoch = None
+        epochs_run = 0
+        if history is not None and spec.metric in history and history[spec.metric].notna().any():
+            values = history[spec.metric].astype(float)
+            index = values.idxmin() if spec.mode == "min" else values.idxmax()
+            best = float(values[index])
+            best_epoch = int(history.loc[index, TIME_ATTR]) if TIME_ATTR in history else None
+            epochs_run = int(history[TIME_ATTR].max()) if TIME_ATTR in history else len(history)
+        checkpoint = None
+        if result.best_checkpoints:
+            try:
+                checkpoint = result.get_best_checkpoint(spec.metric, spec.mode)
+            except (RuntimeError, KeyError, ValueError):
+                checkpoint = result.checkpoint
+        seed = config.get("seed")
+        full = spec.asha.max_t if spec.asha else spec.epochs
+        status = "error" if result.error else ("complete" if epochs_run >= full else "stopped")
+        rows.append({
+            "trial_id": (result.metrics or {}).get("trial_id") or Path(result.path).name.removeprefix("trial_"),
+            "status": status, "params": {p.name: config.get(p.name) for p in spec.search}, "seed": seed,
+            "repeat": seeds.index(seed) if seed in seeds else None, "best": best, "best_epoch": best_epoch,
+            "epochs_run": epochs_run, "checkpoint": checkpoint.path if checkpoint is not None else None,
+            "error": _first_line(result.error)})
+    return rows
+
+
+def _first_line(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(error).__name__
+
+
+# ----------------------------------------------------------------------------- experiment-dir files
+
+
+def spec_record(spec: SweepSpec) -> dict[str, Any]:
+    """The spec as plain JSON-able values (without where it was read from), to compare on --resume."""
+    record = dataclasses.asdict(spec)
+    record.pop("source")
+    return json.loads(json.dumps(record))
+
+
+def read_stored_spec(spec: SweepSpec) -> dict[str, Any] | None:
+    text = read_from_storage(spec.experiment_path, SPEC_FILE)
+    return json.loads(text) if text is not None else None
+
+
+def write_to_storage(experiment: str, name: str, text: str) -> None:
+    """Write a small text file into the experiment dir: local (atomically) or s3:// / gs://."""
+    if "://" not in experiment:
+        write_text_atomic(Path(experiment) / name, text)
+        return
+    fs, path = pyarrow.fs.FileSystem.from_uri(experiment)
+    fs.create_dir(path, recursive=True)
+    with fs.open_output_stream(f"{path}/{name}") as f:
+        f.write(text.encode("utf-8"))
+
+
+def read_from_storage(experiment: str, name: str) -> str | None:
+    if "://" not in experiment:
+        target = Path(experiment) / name
+        return target.read_text(encoding="utf-8") if target.exists() else None
+    fs, path = pyarrow.fs.FileSystem.from_uri(experiment)
+    if fs.get_file_info(f"{path}/{name}").type == pyarrow.fs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(f"{path}/{name}") as f:
+        return f.read().decode("utf-8")
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m jobs.sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("spec", help="a sweep spec, e.g. sweeps/smoke.yaml")
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this spec")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster to join (auto, host:port, ray://...); default: RAY_ADDRESS or a local Ray")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a top-level spec key, e.g. --set data_dir=demo/data (repeatable)")
+    return parser
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SweepSpecError(f"--set {item!r} is not KEY=VALUE; write e.g. --set data_dir=demo/data")
+        overrides[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run_sweep(args.spec, resume=args.resume, address=args.address, overrides=parse_overrides(args.set))
+    except (SweepSpecError, FileNotFoundError, ValueError) as error:
+        print(f"sweep: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

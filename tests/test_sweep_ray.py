@@ -1,0 +1,474 @@
+"""Sweeps on a real (local) Ray: seeds, ASHA -> Optuna pruning, retries, --resume, a lost node.
+
+Most tests run the real driver (jobs.sweep.run_sweep) with a toy trainable that behaves like
+jobs.trial.train_trial (one report + checkpoint per epoch, resumes from tune.get_checkpoint()) but
+trains nothing, so Ray itself is what is tested; one slow test runs the real trial on tiny data.
+All Ray clusters here are on 127.0.0.1 with RAY_AUTH_MODE set explicitly.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+ray = pytest.importorskip("ray")
+from ray import cloudpickle, tune  # noqa: E402
+
+from celeb.sweep import load_spec, trial_seeds  # noqa: E402
+from celeb.train import NonFiniteLossError  # noqa: E402
+from jobs.sweep import SeededOptunaSearch, run_sweep, search_space, start_local_ray  # noqa: E402
+from jobs.trial import scalar_metrics  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TOY_DIR_ENV = "CELEB_TEST_TOY_DIR"
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import test modules
+
+
+# ----------------------------------------------------------------------------- the toy trainable
+
+
+def toy_trial(config: dict) -> None:
+    """Like train_trial without training: loss falls with epochs and is best at lr=10^-2.5, low beta.
+
+    Control files in $CELEB_TEST_TOY_DIR: `fail_once` makes each trial raise once at epoch 2;
+    `sleep` holds seconds to wait per epoch. cvae.beta > 7.5 fails at epoch 2 as a NaN loss would,
+    every time. Every start is logged to starts/<trial_id>. (It imports no torch, to keep workers light.)
+    """
+    control = Path(os.environ[TOY_DIR_ENV])
+    trial_id = tune.get_context().get_trial_id()
+    start = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            start = json.loads(Path(d, "state.json").read_text())["epoch"]
+    (control / "starts").mkdir(exist_ok=True)
+    with open(control / "starts" / trial_id, "a") as f:
+        f.write(f"{start}\n")
+    sleep = float((control / "sleep").read_text()) if (control / "sleep").exists() else 0.0
+    for epoch in range(start + 1, int(config["epochs"]) + 1):
+        if epoch == 2 and config["cvae.beta"] > 7.5:  # what jobs.trial raises for a NonFiniteLossError
+            raise RuntimeError("NonFiniteLossError: the loss became nan during training at epoch 2")
+        marker = control / f"failed_{trial_id}"
+        if epoch == 2 and (control / "fail_once").exists() and not marker.exists():
+            marker.write_text("")
+            raise RuntimeError("injected failure")
+        time.sleep(sleep)
+        loss = (math.log10(config["lr"]) + 2.5) ** 2 + config["cvae.beta"] / 10 + 1 / epoch + (config["seed"] % 97) / 1e4
+        with tempfile.TemporaryDirectory() as d:
+            Path(d, "state.json").write_text(json.dumps({"epoch": epoch}))
+            tune.report({"val/loss": loss, "epoch": epoch, "start": start,
+                         "node": ray.get_runtime_context().get_node_id()},
+                        checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def toy_spec(tmp_path: Path, name: str, **changes) -> Path:
+    raw = {
+        "name": name, "task": "cvae", "data_dir": str(tmp_path / "no-data"), "metric": "val/loss", "mode": "min",
+        "num_trials": 3, "max_concurrent": 1, "searcher": "optuna", "resources": {"cpu": 1},
+        "fixed": {"epochs": 3, "device": "cpu"},
+        "search": {"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
+                   "cvae.beta": {"type": "uniform", "low": 0.5, "high": 7.0}},
+        "asha": {"max_t": 3, "grace_period": 1, "reduction_factor": 2},
+        "seeds": {"sweep_seed": 0, "repeats": 1},
+        "storage_path": str(tmp_path / "runs"), "max_failures": 1, "checkpoint": {"num_to_keep": 2},
+    }
+    raw.update(changes)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def experiment(spec_path: Path) -> Path:
+    return Path(load_spec(spec_path).experiment_path)
+
+
+def results_of(experiment_dir: Path) -> dict[str, list[dict]]:
+    """trial id -> its result rows (result.json), in order."""
+    out = {}
+    for trial_dir in sorted(experiment_dir.glob("trial_*")):
+        path = trial_dir / "result.json"
+        lines = path.read_text().splitlines() if path.exists() else []
+        out[trial_dir.name.removeprefix("trial_")] = [json.loads(line) for line in lines if line.strip()]
+    return out
+
+
+def study_of(experiment_dir: Path) -> optuna.Study:
+    newest = sorted(glob.glob(str(experiment_dir / "searcher-state-*.pkl")))[-1]
+    with open(newest, "rb") as f:
+        return pickle.load(f)["_ot_study"]
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    """One local Ray for the module (2 CPUs, loopback, auth mode explicit), with the toy's control dir."""
+    control = tmp_path_factory.mktemp("toy")
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", TOY_DIR_ENV, "TUNE_GLOBAL_CHECKPOINT_S")}
+    os.environ.update({"RAY_AUTH_MODE": "disabled", TOY_DIR_ENV: str(control), "TUNE_GLOBAL_CHECKPOINT_S": "1"})
+    ray.shutdown()
+    start_local_ray(num_cpus=2)
+    yield control
+    ray.shutdown()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def toy_control(local_ray):
+    for name in ("fail_once", "sleep"):
+        (local_ray / name).unlink(missing_ok=True)
+    return local_ray
+
+
+# ----------------------------------------------------------------------------- searcher, without Ray
+
+
+def drive(searcher: SeededOptunaSearch, n: int, epochs: int = 3) -> list[dict]:
+    """Run `n` trials through a searcher one at a time (what max_concurrent=1 does) on a toy objective."""
+    configs = []
+    for i in range(n):
+        config = searcher.suggest(f"t{i}")
+        configs.append(config)
+        loss = (math.log10(config["lr"]) + 2.5) ** 2 + config["cvae.beta"] / 10
+        for epoch in range(1, epochs):
+            searcher.on_trial_result(f"t{i}", {"val/loss": loss + 1 / epoch, "epoch": epoch})
+        searcher.on_trial_complete(f"t{i}", {"val/loss": loss + 1 / epochs, "epoch": epochs})
+    return configs
+
+
+def make_searcher(tmp_path: Path, seed: int, repeats: int = 1, full_epochs: int | None = 3) -> SeededOptunaSearch:
+    spec = load_spec(toy_spec(tmp_path, "s"))
+    searcher = SeededOptunaSearch(seeds=trial_seeds(0, repeats), full_epochs=full_epochs, seed=seed)
+    searcher.set_search_properties("val/loss", "min", search_space(spec))
+    return searcher
+
+
+def test_optuna_suggestions_repeat_with_the_seed_past_the_random_startup(tmp_path):
+    first = drive(make_searcher(tmp_path, seed=3), 14)  # TPE takes over after 10 random trials
+    assert drive(make_searcher(tmp_path, seed=3), 14) == first
+    assert drive(make_searcher(tmp_path, seed=4), 14)[:3] != first[:3]
+
+
+def test_repeats_share_a_config_and_use_the_fixed_seeds(tmp_path):
+    searcher = make_searcher(tmp_path, seed=0, repeats=3)
+    configs = drive(searcher, 6)
+    seeds = trial_seeds(0, 3)
+    assert [c["seed"] for c in configs] == seeds + seeds
+    strip = [{k: v for k, v in c.items() if k != "seed"} for c in configs]
+    assert strip[0] == strip[1] == strip[2] != strip[3] == strip[4] == strip[5]
+    trials = searcher._ot_study.trials
+    assert len(trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+
+def test_short_trials_are_pruned_in_the_study_and_full_ones_complete(tmp_path):
+    searcher = make_searcher(tmp_path, seed=0)
+    for trial_id, epochs in (("a", 3), ("b", 1)):
+        config = searcher.suggest(trial_id)
+        searcher.on_trial_complete(trial_id, {"val/loss": config["lr"], "epoch": epochs})
+    searcher.suggest("c")
+    searcher.on_trial_complete("c", {"val/loss": 1.0, "epoch": 2}, error=True)
+    states = [t.state for t in searcher._ot_study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+                      optuna.trial.TrialState.FAIL]
+    assert searcher._ot_study.trials[1].intermediate_values == {1: pytest.approx(searcher._ot_study.trials[1].params["lr"])}
+
+
+def test_trial_errors_survive_pickling_and_metrics_are_scalars():
+    error = NonFiniteLossError(2, 10, float("nan"), 1e-3, Path("ckpt/epoch_001"), global_step=30)
+    again = pickle.loads(pickle.dumps(error))  # how Ray carries a trial's error to the driver
+    assert type(again) is NonFiniteLossError and str(again) == str(error)
+    assert "the loss became nan" in str(again) and again.last_checkpoint == Path("ckpt/epoch_001")
+    assert scalar_metrics({"val/loss": np.float32(0.5), "epoch": 3, "ok": True, "val/kl_per_dim": [0.1, 0.2],
+                           "image": np.zeros((4, 4, 3))}) == {"val/loss": 0.5, "epoch": 3, "ok": True}
+
+
+# ----------------------------------------------------------------------------- sweeps on Ray
+
+
+def test_sweep_ranks_trials_writes_csv_and_prunes_asha_stops_in_optuna(tmp_path, toy_control):
+    good = {"lr": 10 ** -2.5, "cvae.beta": 0.5}
+    bad = {"lr": 1e-4, "cvae.beta": 7.0}  # worse at every epoch: ASHA stops it at the first rung
+    spec = toy_spec(tmp_path, "rank", num_trials=3, optuna={"points_to_evaluate": [good, bad]})
+    table = run_sweep(spec, check_data=False, trainable=toy_trial)
+
+    exp = experiment(spec)
+    on_disk = pd.read_csv(exp / "ranking.csv")
+    assert len(table) == len(on_disk) == 3 and list(on_disk["trial_id"]) == list(table["trial_id"])
+    assert list(table["best"]) == sorted(table["best"])
+    best = table.iloc[0]
+    assert best["lr"] == pytest.approx(good["lr"]) and best["status"] == "complete" and best["epochs_run"] == 3
+    assert Path(best["checkpoint"], "state.json").exists()
+    stopped = table[np.isclose(table["lr"], bad["lr"])].iloc[0]
+    assert stopped["status"] == "stopped" and stopped["epochs_run"] == 1
+    assert set(table["seed"]) == {trial_seeds(0, 1)[0]}  # the seed is stored in every trial's config
+
+    trials = study_of(exp).trials
+    assert [t.params for t in trials[:2]] == [good, bad]
+    assert trials[0].state == optuna.trial.TrialState.COMPLETE
+    assert trials[1].state == optuna.trial.TrialState.PRUNED and list(trials[1].intermediate_values) == [1]
+
+
+def test_same_spec_and_seed_give_the_same_trials(tmp_path, toy_control):
+    runs = {}
+    for name, searcher, concurrent, seed in [("opt_a", "optuna", 1, 0), ("opt_b", "optuna", 1, 0),
+                                             ("rnd_a", "random", 2, 0), ("rnd_b", "random", 2, 0),
+                                             ("rnd_c", "random", 2, 1)]:
+        spec = toy_spec(tmp_path, name, searcher=searcher, max_concurrent=concurrent, num_trials=3,
+                        fixed={"epochs": 1, "device": "cpu"}, asha=None, seeds={"sweep_seed": seed, "repeats": 1})
+        table = run_sweep(spec, check_data=False, trainable=toy_trial)
+        runs[name] = sorted(zip(table["lr"].round(12), table["cvae.beta"].round(12), table["seed"]))
+    assert [t.params for t in study_of(tmp_path / "runs" / "opt_a").trials] == \
+           [t.params for t in study_of(tmp_path / "runs" / "opt_b").trials]
+    assert runs["opt_a"] == runs["opt_b"]
+    assert runs["rnd_a"] == runs["rnd_b"]  # BasicVariantGenerator: reproducible at any concurrency
+    assert runs["rnd_c"] != runs["rnd_a"]
+
+
+def test_failing_trials_retry_from_their_checkpoint_then_fail_alone(tmp_path, toy_control):
+    (toy_control / "fail_once").write_text("")
+    ok, nan = {"lr": 1e-3, "cvae.beta": 1.0}, {"lr": 1e-3, "cvae.beta": 7.9}
+    spec = toy_spec(tmp_path, "faults", searcher="random", num_trials=2, max_concurrent=2, max_failures=2, asha=None,
+                    optuna={"points_to_evaluate": [ok, nan]},
+                    search={"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
+                            "cvae.beta": {"type": "uniform", "low": 0.5, "high": 8.0}})
+    table = run_sweep(spec, check_data=False, trainable=toy_trial)
+
+    by_beta = {round(row["cvae.beta"], 3): row for _, row in table.iterrows()}
+    good, bad = by_beta[1.0], by_beta[7.9]
+    assert good["status"] == "complete" and good["epochs_run"] == 3
+    assert bad["status"] == "error" and "loss became nan" in bad["error"]
+    results = results_of(experiment(spec))
+    assert [r["epoch"] for r in results[good["trial_id"]]] == [1, 2, 3]  # no epoch trained twice
+    assert [r["start"] for r in results[good["trial_id"]]] == [0, 1, 1]  # the retry began at epoch 1's checkpoint
+    starts = (toy_control / "starts" / bad["trial_id"]).read_text().split()
+    assert starts == ["0", "1", "1"]  # 1 try + max_failures retries, each from the last checkpoint
+
+
+DRIVER = """\
+import sys
+sys.path.insert(0, {tests!r})
+import test_sweep_ray
+from ray import cloudpickle
+cloudpickle.register_pickle_by_value(test_sweep_ray)
+from jobs.sweep import run_sweep
+run_sweep({spec!r}, check_data=False, trainable=test_sweep_ray.toy_trial)
+"""
+
+
+def test_resume_after_the_driver_is_killed(tmp_path, toy_control):
+    (toy_control / "sleep").write_text("0.5")
+    spec = toy_spec(tmp_path, "resume", num_trials=5, max_concurrent=2, fixed={"epochs": 3, "device": "cpu"},
+                    asha={"max_t": 3, "grace_period": 1, "reduction_factor": 2})
+    exp = experiment(spec)
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(tests=str(REPO / "tests"), spec=str(spec)))
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "PYTHONPATH": str(REPO)}
+    driver = subprocess.Popen([sys.executable, str(script)], env=env, cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 150
+        while time.time() < deadline:  # kill once a trial has finished and another is part-way
+            snapshot = experiment_state(exp)
+            statuses = set(snapshot.values())
+            if "TERMINATED" in statuses and "RUNNING" in statuses and len(snapshot) < 5:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the sweep did not get far enough to be interrupted")
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    snapshot = experiment_state(exp)  # what a resume starts from: Tune's last experiment snapshot
+    before = results_of(exp)
+
+    (toy_control / "sleep").write_text("0")
+    table = run_sweep(spec, resume=True, check_data=False, trainable=toy_trial)
+
+    after = results_of(exp)
+    assert len(table) == 5 and set(snapshot) <= set(table["trial_id"])  # no trial lost, none extra
+    for trial_id, status in snapshot.items():
+        if status == "TERMINATED":
+            assert after[trial_id] == before[trial_id]  # finished trials did not run again
+        new = after[trial_id][len(before[trial_id]):]
+        if before[trial_id] and new:
+            assert new[0]["start"] >= 1 and new[0]["epoch"] == new[0]["start"] + 1  # continued from a checkpoint
+    assert any(after[t][len(before[t]):] for t, status in snapshot.items() if status != "TERMINATED")
+    study = study_of(exp)
+    assert len(study.trials) == 5 and all(t.state.is_finished() for t in study.trials)
+    with open(sorted(glob.glob(str(exp / "callback-states-*.pkl")))[-1], "rb") as f:
+        scheduler = pickle.load(f)[0]["scheduler"]
+    recorded = set().union(*(set(r) for _, r in scheduler["_brackets"][0]._rungs))
+    # ASHA's rungs from before the kill came back (Tune alone restores an empty scheduler, and only
+    # resumed trials would be recorded again)
+    assert {t for t, status in snapshot.items() if status == "TERMINATED"} <= recorded
+
+
+def experiment_state(experiment_dir: Path) -> dict[str, str]:
+    """trial id -> status in the newest experiment-state snapshot ({} before the first)."""
+    paths = sorted(glob.glob(str(experiment_dir / "experiment_state-*.json")))
+    if not paths:
+        return {}
+    try:
+        state = json.loads(Path(paths[-1]).read_text())
+    except json.JSONDecodeError:  # caught mid-write
+        return {}
+    trials = (json.loads(trial) for trial, _ in state["trial_data"])
+    return {t["trial_id"]: t["status"] for t in trials}
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses (hex, as in /proc/net/tcp*) with a socket listening on `port`."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(address)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux's /proc/net")
+def test_the_embedded_ray_listens_on_loopback_only(local_ray):
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+    gcs_port = int(ray.get_runtime_context().gcs_address.rsplit(":", 1)[1])
+    raylet_port = ray.nodes()[0]["NodeManagerPort"]
+    for port in (gcs_port, raylet_port):
+        addresses = listening_addresses(port)
+        assert addresses and addresses <= loopback, (port, addresses)
+
+
+def test_unknown_trainer_key_fails_before_any_trial(tmp_path, local_ray):
+    spec = toy_spec(tmp_path, "typo", fixed={"epochs": 3, "cvae.bta": 2.0})
+    with pytest.raises(ValueError, match=r"'cvae\.bta'.*typo\.yaml|typo\.yaml.*'cvae\.bta'"):
+        run_sweep(spec, check_data=False, trainable=toy_trial)
+    assert not (tmp_path / "runs" / "typo").exists()
+
+
+def test_a_second_start_or_a_resume_of_nothing_is_refused(tmp_path, local_ray):
+    spec = toy_spec(tmp_path, "twice", num_trials=1, fixed={"epochs": 1, "device": "cpu"}, asha=None)
+    with pytest.raises(ValueError, match="no sweep to resume"):
+        run_sweep(spec, resume=True, check_data=False, trainable=toy_trial)
+    run_sweep(spec, check_data=False, trainable=toy_trial)
+    with pytest.raises(ValueError, match="already exists.*--resume"):
+        run_sweep(spec, check_data=False, trainable=toy_trial)
+    changed = toy_spec(tmp_path, "twice", num_trials=2, fixed={"epochs": 1, "device": "cpu"}, asha=None)
+    with pytest.raises(ValueError, match="num_trials"):
+        run_sweep(changed, resume=True, check_data=False, trainable=toy_trial)
+
+
+# ----------------------------------------------------------------------------- the real trial
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A prepared data dir of 200 synthetic faces at 64 px: synth -> table -> balanced split -> cache."""
+    from celeb.annotations import load_annotations, write_table
+    from celeb.cache import build_cache
+    from celeb.dataset import cache_dir, split_dir
+    from celeb.schema import IMAGE_ID, TABLE_FILE
+    from celeb.splits import balance_report, make_split, write_split
+    from celeb.synth import synthesize
+
+    root = tmp_path_factory.mktemp("tiny")
+    synthesize(root / "celeba", n=200, seed=0, workers=1, progress=False)
+    annotations = load_annotations(root / "celeba")
+    data = root / "data"
+    write_table(annotations.table, data / TABLE_FILE, annotations.missing)
+    split = make_split(annotations.table, strategy="balanced", seed=0)
+    write_split(split_dir(data, "balanced"), annotations.table, split,
+                balance_report(annotations.table, split, strategy="balanced", seed=0))
+    build_cache(annotations.table[IMAGE_ID].tolist(), root / "celeba" / "img_align_celeba", cache_dir(data, 64, 148),
+                size=64, crop=148, workers=1, progress=False)
+    return data
+
+
+@pytest.mark.slow
+def test_smoke_spec_trains_real_trials_and_resumes_nothing_twice(tmp_path, local_ray, tiny_data):
+    overrides = {"data_dir": str(tiny_data), "storage_path": str(tmp_path / "runs"), "num_trials": 2,
+                 "fixed": {**yaml.safe_load((REPO / "sweeps" / "smoke.yaml").read_text())["fixed"],
+                           "epochs": 2, "max_train_batches": 2, "batch_size": 16, "cvae": {"latent_dim": 4, "width": 4}},
+                 "asha": {"max_t": 2, "grace_period": 1, "reduction_factor": 2}}
+    table = run_sweep(REPO / "sweeps" / "smoke.yaml", overrides=overrides)
+    assert len(table) == 2 and table["best"].notna().all()
+    assert np.isclose(table["lr"], 1e-3).any()  # optuna.points_to_evaluate came first
+    exp = tmp_path / "runs" / "smoke"
+    rows = results_of(exp)
+    for trial_id, history in rows.items():
+        assert [r["epoch"] for r in history] == list(range(1, len(history) + 1))
+        assert all(isinstance(v, (int, float, bool, str, type(None))) for r in history for v in r.values()
+                   if not isinstance(v, dict))  # scalars only (no per-dim lists, no images)
+        assert "val/kl_per_dim" not in history[-1]
+    best = table.iloc[0]
+    assert (Path(best["checkpoint"]) / "state.pt").exists()
+    params = json.loads((exp / f"trial_{best['trial_id']}" / "params.json").read_text())
+    assert params["seed"] == trial_seeds(0, 1)[0] and params["data.data_dir"] == str(tiny_data)
+    # Resuming a finished sweep runs nothing again.
+    run_sweep(REPO / "sweeps" / "smoke.yaml", resume=True, overrides=overrides)
+    assert results_of(exp) == rows
+
+
+# ----------------------------------------------------------------------------- a lost node
+
+
+@pytest.mark.slow
+def test_trials_on_a_lost_node_finish_elsewhere_from_their_checkpoints(tmp_path, toy_control):
+    from ray.cluster_utils import Cluster
+
+    (toy_control / "sleep").write_text("1.0")
+    ray.shutdown()  # this test needs its own multi-node cluster; the module's Ray comes back after
+    # start_local_ray set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, so these nodes listen on 127.0.0.1 only
+    node = {"node_ip_address": "127.0.0.1", "include_dashboard": False}
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "num_cpus": 0})
+    try:
+        workers = [cluster.add_node(**node, num_cpus=1) for _ in range(2)]
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, _node_ip_address="127.0.0.1")  # the driver's node is loopback too
+        victim = workers[0].node_id
+        spec = toy_spec(tmp_path, "nodes", searcher="random", num_trials=2, max_concurrent=2, max_failures=3,
+                        asha=None, fixed={"epochs": 5, "device": "cpu"})
+        exp = experiment(spec)
+
+        def remove_victim_mid_run():
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                on_victim = [rows for rows in results_of(exp).values() if rows and rows[-1]["node"] == victim]
+                if on_victim and on_victim[0][-1]["epoch"] >= 2:
+                    cluster.remove_node(workers[0])  # its trials fail and move to the other worker
+                    return
+                time.sleep(0.2)
+
+        remover = threading.Thread(target=remove_victim_mid_run)
+        remover.start()
+        table = run_sweep(spec, check_data=False, trainable=toy_trial)
+        remover.join()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        start_local_ray(num_cpus=2)
+
+    assert (table["status"] == "complete").all() and (table["epochs_run"] == 5).all()
+    moved = [rows for rows in results_of(exp).values() if rows[0]["node"] == victim]
+    assert moved, "no trial ran on the removed node"
+    for rows in moved:
+        assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]  # nothing lost, nothing trained twice
+        later = [r for r in rows if r["node"] != victim]
+        assert later and later[0]["start"] >= 2  # picked up from its checkpoint on another node
