@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh clone: sets up .venv on first use, then runs the demo or the tests.
 #
-#   bash dev.sh demo [DEMO_DIR]   synthetic faces -> prepare -> balanced split -> a short CVAE run
+#   bash dev.sh demo [DEMO_DIR]   synthetic faces -> prepare -> split -> a CVAE run -> a small sweep
 #   bash dev.sh test [PYTEST ARGS] the test suite
 #   bash dev.sh setup             only create/refresh .venv
 set -euo pipefail
@@ -38,6 +38,10 @@ demo() {
   "$VENV/bin/celeb" prepare "$out/celeba" --out "$out/data"
   "$VENV/bin/celeb" split "$out/data" --strategy balanced --seed 0
   "$VENV/bin/celeb" train cvae configs/cvae_debug.yaml --set "data.data_dir=$out/data" --run-dir "$out/runs/cvae"
+  local resume=()
+  [ -d "$out/runs/sweeps/smoke" ] && resume=(--resume)  # a rerun of the demo continues its sweep
+  "$VENV/bin/celeb" sweep sweeps/smoke.yaml "${resume[@]}" \
+    --set "data_dir=$out/data" --set "storage_path=$out/runs/sweeps"
   echo
   echo "Demo done. Look at:"
   echo "  $out/celeba/img_align_celeba/         the synthetic faces (CelebA layout)"
@@ -45,6 +49,7 @@ demo() {
   echo "  $out/data/splits/balanced/report.md   the split's balance report (+ prevalence.png, correlation.png)"
   echo "  $out/data/cache/                      the decode-once image cache"
   echo "  $out/runs/cvae/                       a CVAE run: reconstructions.png, metrics.csv, checkpoints/"
+  echo "  $out/runs/sweeps/smoke/ranking.csv    the sweep's trials, ranked, with their checkpoints"
 }
 
 command="${1:-}"

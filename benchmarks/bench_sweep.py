@@ -67,10 +67,10 @@ def smoke_overrides(data: Path, storage: Path, name: str, epochs: int, **changes
             "max_concurrent": 2, "checkpoint": {"num_to_keep": 2}, **changes}
 
 
-def search_comparison(data: Path, storage: Path, trials: int, epochs: int) -> dict:
+def search_comparison(data: Path, storage: Path, trials: int, epochs: int, reduction_factor: int) -> dict:
     asha = run_sweep(SMOKE, overrides=smoke_overrides(
         data, storage, "asha_optuna", epochs, num_trials=trials,
-        asha={"max_t": epochs, "grace_period": 1, "reduction_factor": 3}))
+        asha={"max_t": epochs, "grace_period": 1, "reduction_factor": reduction_factor}))
     full = run_sweep(SMOKE, overrides=smoke_overrides(
         data, storage, "random_full", epochs, num_trials=trials, searcher="random", asha=None))
     return {name: {"trial_epochs": int(table["epochs_run"].sum()), "best": float(table["best"].min())}
@@ -135,6 +135,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=600, help="synthetic faces (default 600)")
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=9, help="full budget per trial (ASHA's max_t)")
+    parser.add_argument("--reduction-factor", type=int, default=3, help="ASHA's (default 3)")
     parser.add_argument("--out", default="runs/bench_sweep")
     args = parser.parse_args()
 
@@ -142,7 +143,7 @@ def main() -> None:
     storage = root / f"sweeps-{time.strftime('%Y%m%d-%H%M%S')}"
     data = make_data(root, args.n)
     start_local_ray(num_cpus=2)
-    search = search_comparison(data, storage, args.trials, args.epochs)
+    search = search_comparison(data, storage, args.trials, args.epochs, args.reduction_factor)
     overhead = tune_overhead(data, storage)
 
     a, f = search["asha_optuna"], search["random_full"]
