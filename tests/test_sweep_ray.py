@@ -297,6 +297,7 @@ def test_resume_after_the_driver_is_killed(tmp_path, toy_control):
         driver.send_signal(signal.SIGKILL)
         driver.wait()
     snapshot = experiment_state(exp)  # what a resume starts from: Tune's last experiment snapshot
+    checkpointed = snapshot_epochs(exp)  # results reach result.json before the snapshot: trust the snapshot
     before = results_of(exp)
 
     (toy_control / "sleep").write_text("0")
@@ -308,7 +309,7 @@ def test_resume_after_the_driver_is_killed(tmp_path, toy_control):
         if status == "TERMINATED":
             assert after[trial_id] == before[trial_id]  # finished trials did not run again
         new = after[trial_id][len(before[trial_id]):]
-        if before[trial_id] and new:
+        if checkpointed.get(trial_id, 0) >= 1 and new:
             assert new[0]["start"] >= 1 and new[0]["epoch"] == new[0]["start"] + 1  # continued from a checkpoint
     assert any(after[t][len(before[t]):] for t, status in snapshot.items() if status != "TERMINATED")
     study = study_of(exp)
@@ -319,6 +320,19 @@ def test_resume_after_the_driver_is_killed(tmp_path, toy_control):
     # ASHA's rungs from before the kill came back (Tune alone restores an empty scheduler, and only
     # resumed trials would be recorded again)
     assert {t for t, status in snapshot.items() if status == "TERMINATED"} <= recorded
+
+
+def snapshot_epochs(experiment_dir: Path) -> dict[str, int]:
+    """trial id -> the epoch of its last result (reported with its checkpoint) in the newest snapshot."""
+    paths = sorted(glob.glob(str(experiment_dir / "experiment_state-*.json")))
+    if not paths:
+        return {}
+    state = json.loads(Path(paths[-1]).read_text())
+    out = {}
+    for trial, runtime in state["trial_data"]:
+        last = json.loads(runtime).get("last_result") or {}
+        out[json.loads(trial)["trial_id"]] = int(last.get("epoch", 0))
+    return out
 
 
 def experiment_state(experiment_dir: Path) -> dict[str, str]:
@@ -469,6 +483,11 @@ def test_trials_on_a_lost_node_finish_elsewhere_from_their_checkpoints(tmp_path,
     moved = [rows for rows in results_of(exp).values() if rows[0]["node"] == victim]
     assert moved, "no trial ran on the removed node"
     for rows in moved:
-        assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]  # nothing lost, nothing trained twice
+        first = [r["epoch"] for r in rows if r["node"] == victim]
         later = [r for r in rows if r["node"] != victim]
-        assert later and later[0]["start"] >= 2  # picked up from its checkpoint on another node
+        assert first == list(range(1, len(first) + 1))
+        assert later and later[0]["start"] >= 1  # picked up from its checkpoint on another node, not from scratch
+        # An epoch reported just before the node died, whose checkpoint had not reached storage, runs
+        # again (Tune's at-least-once); everything from the checkpoint on runs once, and nothing is lost.
+        assert [r["epoch"] for r in later] == list(range(later[0]["start"] + 1, 6))
+        assert later[0]["start"] <= first[-1]
