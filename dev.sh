@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for a fresh clone: sets up .venv on first use, then runs the demo or the tests.
 #
-#   bash dev.sh demo [DEMO_DIR]   synthetic faces -> prepare -> split -> a CVAE run -> a small sweep
+#   bash dev.sh demo [DEMO_DIR]   synthetic faces -> prepare -> split -> a CVAE run -> an ASHA+Optuna sweep
+#                                 with offline W&B -> review page and exported best checkpoint
 #   bash dev.sh test [PYTEST ARGS] the test suite
 #   bash dev.sh setup             only create/refresh .venv
 set -euo pipefail
@@ -34,22 +35,27 @@ setup() {
 demo() {
   local out="${1:-demo}"
   local n="${CELEB_DEMO_N:-3000}"
-  "$VENV/bin/celeb" synth "$out/celeba" --n "$n" --seed 0
+  local started=$SECONDS
+  # 3 images per identity (CelebA has ~20): enough people in each split for identity-level attributes.
+  "$VENV/bin/celeb" synth "$out/celeba" --n "$n" --identities $((n / 3)) --seed 0
   "$VENV/bin/celeb" prepare "$out/celeba" --out "$out/data"
   "$VENV/bin/celeb" split "$out/data" --strategy balanced --seed 0
   "$VENV/bin/celeb" train cvae configs/cvae_debug.yaml --set "data.data_dir=$out/data" --run-dir "$out/runs/cvae"
   local resume=()
-  [ -d "$out/runs/sweeps/smoke" ] && resume=(--resume)  # a rerun of the demo continues its sweep
-  "$VENV/bin/celeb" sweep sweeps/smoke.yaml "${resume[@]}" \
+  [ -d "$out/runs/sweeps/demo" ] && resume=(--resume)  # a rerun of the demo continues its sweep
+  "$VENV/bin/celeb" sweep sweeps/demo.yaml "${resume[@]}" \
     --set "data_dir=$out/data" --set "storage_path=$out/runs/sweeps"
+  "$VENV/bin/celeb" review "$out/runs/sweeps/demo" --metric val/mig_fixed --top 3 --export "$out/best.pt"
+  "$VENV/bin/celeb" traverse "$out/best.pt" --out "$out/best_traverse"
   echo
-  echo "Demo done. Look at:"
-  echo "  $out/celeba/img_align_celeba/         the synthetic faces (CelebA layout)"
-  echo "  $out/data/celeba.parquet              the typed annotation table"
-  echo "  $out/data/splits/balanced/report.md   the split's balance report (+ prevalence.png, correlation.png)"
-  echo "  $out/data/cache/                      the decode-once image cache"
-  echo "  $out/runs/cvae/                       a CVAE run: reconstructions.png, metrics.csv, checkpoints/"
-  echo "  $out/runs/sweeps/smoke/ranking.csv    the sweep's trials, ranked, with their checkpoints"
+  echo "Demo done in $(( (SECONDS - started) / 60 )) min $(( (SECONDS - started) % 60 )) s. Look at:"
+  echo "  $out/runs/sweeps/demo/review/review.html   the review: top trials' traversals, labelled dims, leaderboard"
+  echo "  $out/best.pt, $out/best_traverse/          the exported best checkpoint and its panels"
+  echo "  $out/runs/sweeps/demo/ranking.csv          the sweep's trials, ranked, with their checkpoints"
+  echo "  $out/runs/sweeps/demo/trial_*/wandb/       one offline W&B run per trial: wandb sync <offline-run dir>"
+  echo "  $out/runs/cvae/                            a local debug run: traversal.png, reconstructions.png, metrics.csv"
+  echo "  $out/data/splits/balanced/report.md        the split's balance report (+ prevalence.png, correlation.png)"
+  echo "  $out/celeba/img_align_celeba/              the synthetic faces (CelebA layout)"
 }
 
 command="${1:-}"

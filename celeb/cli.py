@@ -5,6 +5,8 @@
     celeb split DATA --strategy balanced    identity-disjoint splits with a balance report
     celeb train cvae|classifier CONFIG      one local training run (no Ray)
     celeb sweep SPEC.yaml [--resume]        a Ray Tune sweep (Optuna + ASHA), local or on a cluster
+    celeb review SWEEP_DIR --metric M       rank checkpoints, an HTML page of the best, export one
+    celeb traverse CHECKPOINT               latent traversal panels and dimension table of one CVAE
 
 Each sub-command is a thin wrapper over a library function; heavy imports happen inside them so
 that `celeb --help` is instant.
@@ -37,6 +39,11 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
     print(f"table: {len(annotations.table):,} images -> {table_path}")
     if annotations.missing:
         print(describe_missing(annotations.missing))
+    from celeb.synth import copy_true_factors
+
+    factors = copy_true_factors(celeba_dir, data_dir, annotations.table[IMAGE_ID])
+    if factors is not None:
+        print(f"true factors (synthetic faces): {factors}; `celeb review` checks latent labels against them")
 
     if args.no_images:
         return
@@ -104,6 +111,60 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     run_sweep(Path(args.spec), resume=args.resume, address=args.address, overrides=parse_overrides(args.set))
 
 
+def _cmd_review(args: argparse.Namespace) -> None:
+    from celeb.review import write_review
+
+    roots = [Path(r) for r in args.roots]
+    out = Path(args.out) if args.out else roots[0] / "review"
+    result = write_review(roots, out, args.metric, mode=args.mode, top=args.top,
+                          export=Path(args.export) if args.export else None,
+                          data_dir=Path(args.data_dir) if args.data_dir else None, num_eval_images=args.images,
+                          lossless=args.lossless, all_metrics=not args.mig_only)
+    board = result.leaderboard
+    metric, mode = board.attrs["metric"], board.attrs["mode"]
+    shown = [c for c in dict.fromkeys(["rank", "trial", "epoch", metric, "task"]) if c in board]
+    print(f"{len(board)} checkpoints of {board['trial'].nunique()} trials, ranked by {metric} ({mode}):")
+    print(board[shown].head(10).to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+    for note in result.notes:
+        print(f"note: {note}")
+    if result.cards and result.cards[0].review is not None:
+        print(f"\ntop checkpoint ({result.cards[0].row['trial']}):")
+        _print_latents(result.cards[0].review)
+    print(f"page:        {result.html}")
+    print(f"leaderboard: {result.csv}")
+    if result.export is not None:
+        print(f"exported:    {result.export} (best: {board.iloc[0]['trial']} epoch {board.iloc[0]['epoch']})")
+
+
+def _cmd_traverse(args: argparse.Namespace) -> None:
+    from celeb.review import write_traversal
+
+    result = write_traversal(Path(args.checkpoint), out_dir=Path(args.out) if args.out else None,
+                             data_dir=Path(args.data_dir) if args.data_dir else None, faces=args.faces,
+                             steps=args.steps, span=args.span, active_only=args.active_only,
+                             num_eval_images=args.images)
+    _print_latents(result.review)
+    print(f"wrote {', '.join(p.name for p in result.files)} to {result.out_dir}")
+
+
+def _print_latents(review) -> None:
+    """Active and labelled dims, MIG, and (synthetic faces) how many labels match the true factors."""
+    from celeb.review import labelled_dimensions
+
+    dims, metrics = review.dimensions, review.metrics
+    labelled = labelled_dimensions(dims)
+    print(f"  {int(dims['active'].sum())} of {len(dims)} latent dims active, {len(labelled)} labelled"
+          + (f", MIG {metrics['mig_fixed']:.3f}" if "mig_fixed" in metrics else ""))
+    for row in labelled.itertuples():
+        truth = ""
+        if "true_factor" in labelled:
+            truth = f"   true factor: {row.true_factor} ({'matches' if row.label_matches else 'does not match'})"
+        print(f"    {row.label}{truth}")
+    if "true_factor_matches" in metrics:
+        print(f"  {int(metrics['true_factor_matches'])} dims labelled with their true factor "
+              f"({int(metrics['matched_factors'])} distinct factors)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="celeb", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -154,6 +215,35 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a spec value, e.g. --set num_trials=8 (repeatable)")
     sweep.set_defaults(func=_cmd_sweep)
+
+    review = commands.add_parser("review", help="rank checkpoints of runs/sweeps, an HTML page of the best, export one")
+    review.add_argument("roots", nargs="+", metavar="SWEEP_DIR",
+                        help="sweep dirs, run dirs or any folders holding checkpoints (searched recursively)")
+    review.add_argument("--metric", required=True, help="what to rank by, e.g. val/loss, val/mse, val/mig_fixed")
+    review.add_argument("--mode", choices=("min", "max"), default=None,
+                        help="min or max is better (default: from the metric's name)")
+    review.add_argument("--top", type=int, default=5, help="trials that get a card with panels (default 5)")
+    review.add_argument("--out", default=None, help="output folder (default: the first SWEEP_DIR/review)")
+    review.add_argument("--export", default=None, metavar="FILE", help="write the best checkpoint as one file")
+    review.add_argument("--data-dir", default=None, help="data dir for the panels (default: each config's)")
+    review.add_argument("--images", type=int, default=2000, help="val images to evaluate latents on (default 2000)")
+    review.add_argument("--lossless", action="store_true",
+                        help="inline face panels as PNG, not JPEG (a page about 5x larger)")
+    review.add_argument("--mig-only", action="store_true",
+                        help="score the cards' latents by MIG only (skip DCI, SAP and the β-VAE/FactorVAE scores)")
+    review.set_defaults(func=_cmd_review)
+
+    traverse = commands.add_parser("traverse", help="latent traversal panels and dimension table of one CVAE")
+    traverse.add_argument("checkpoint", help="a checkpoint folder or a file written by `celeb review --export`")
+    traverse.add_argument("--data-dir", default=None, help="default: the data dir in the checkpoint's config")
+    traverse.add_argument("--out", default=None,
+                          help="output folder (default: CHECKPOINT/traverse, or FILE_traverse beside a file)")
+    traverse.add_argument("--faces", type=int, default=4, help="reference val faces (default 4)")
+    traverse.add_argument("--steps", type=int, default=7, help="values per traversal row (default 7)")
+    traverse.add_argument("--span", type=float, default=3.0, help="sweep mean ± span·σ (default 3)")
+    traverse.add_argument("--active-only", action="store_true", help="leave inactive (collapsed) dims out")
+    traverse.add_argument("--images", type=int, default=2000, help="val images to evaluate latents on (default 2000)")
+    traverse.set_defaults(func=_cmd_traverse)
     return parser
 
 

@@ -53,6 +53,10 @@ class CVAEConfig:
     capacity: float = 0.0  # Burgess et al.: target KL (nats) grows 0 -> capacity ...
     capacity_epochs: int = 0  # ... over this many epochs
     recon: Literal["bce", "mse"] = "bce"
+    panel_every: int = 1  # latent traversal panels and the dimension table every N evaluations (0: never)
+    panel_faces: int = 3  # reference val faces in the traversal panels
+    panel_steps: int = 7  # values per traversal row
+    panel_span: float = 3.0  # each dim is swept over mean ± span·σ of its aggregate posterior
 
 
 @dataclass
@@ -295,7 +299,8 @@ def check_values(config: TrainConfig) -> None:
     """Range checks that types alone cannot express."""
     positive = {"epochs": config.epochs, "batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size,
                 "eval_every": config.eval_every, "data.image_size": config.data.image_size,
-                "cvae.latent_dim": config.cvae.latent_dim, "cvae.width": config.cvae.width}
+                "cvae.latent_dim": config.cvae.latent_dim, "cvae.width": config.cvae.width,
+                "cvae.panel_steps": config.cvae.panel_steps}
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"config key '{key}' must be at least 1, got {value}")
@@ -304,7 +309,8 @@ def check_values(config: TrainConfig) -> None:
     non_negative = {"weight_decay": config.weight_decay, "lr_warmup_epochs": config.lr_warmup_epochs,
                     "num_recon": config.num_recon, "data.crop": config.data.crop, "cvae.beta": config.cvae.beta,
                     "cvae.warmup_epochs": config.cvae.warmup_epochs, "cvae.capacity": config.cvae.capacity,
-                    "cvae.capacity_epochs": config.cvae.capacity_epochs,
+                    "cvae.capacity_epochs": config.cvae.capacity_epochs, "cvae.panel_every": config.cvae.panel_every,
+                    "cvae.panel_faces": config.cvae.panel_faces, "cvae.panel_span": config.cvae.panel_span,
                     "classifier.backbone_lr_mult": config.classifier.backbone_lr_mult}
     for key, value in non_negative.items():
         if value < 0:

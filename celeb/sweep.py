@@ -11,6 +11,9 @@ Seed policy ("fixed random seeds"): a sweep has one `sweep_seed`. Each sampled c
 `repeats` times, with seeds `trial_seeds(sweep_seed, repeats)`; the r-th repeat of every config
 uses the same seed, so configs are compared on the same random draws (paired comparisons). The
 searcher's own seed (`optuna.seed`) defaults to the sweep seed.
+
+Tracking (`wandb`): every trial is one W&B run in the project, grouped by sweep name; `mode: auto`
+logs online when WANDB_API_KEY is in the environment and offline otherwise (celeb.tracking).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from celeb.config import ConfigError, TrainConfig, config_from_dict, flatten, va
 
 PARAM_TYPES = ("uniform", "loguniform", "int", "choice")
 SEARCHERS = ("optuna", "random")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
 REPEAT_KEY = "repeat"  # the one key in a trial's config that is not a trainer key: its repeat index
 OWNED_KEYS = {"seed": "seeds.sweep_seed", "task": "task", "data.data_dir": "data_dir"}  # set by the spec itself
 
@@ -40,10 +44,10 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
              "train/loss", "train/recon", "train/kl"),
     "classifier": ("val/loss", "val/accuracy", "val/balanced_accuracy", "val/auroc", "train/loss"),
 }
-# Disentanglement scores (celeb.disentangle's `evaluate_fixed` keys) that a CVAE trial reports once
-# the trainer computes them on validation latents; a spec may name them already.
-DISENTANGLEMENT_METRICS = ("val/mig_fixed", "val/dci_fixed", "val/sap_fixed", "val/beta_vae_approx",
-                           "val/factor_vae_approx")
+# Disentanglement scores a CVAE trial reports every epoch, from its validation latents against the
+# attributes it is not conditioned on (celeb.traversal.score_latents). The costlier metrics of
+# celeb.disentangle (DCI, SAP, the β-VAE and FactorVAE scores) run in `celeb review`, not per epoch.
+DISENTANGLEMENT_METRICS = ("val/mig_fixed", "val/labelled_dims")
 
 
 class SweepSpecError(ValueError):
@@ -97,6 +101,15 @@ class AshaSettings:
 
 
 @dataclass(frozen=True)
+class WandbSettings:
+    project: str = "celeb"
+    entity: str | None = None  # None: the account's default entity
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: online iff WANDB_API_KEY is set
+    log_checkpoint: bool = False  # upload each trial's best checkpoint as a model artifact at its end
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class SeedSettings:
     sweep_seed: int = 0
     repeats: int = 1  # trainings per sampled config, with seeds trial_seeds(sweep_seed, repeats)
@@ -122,6 +135,7 @@ class SweepSpec:
     max_failures: int = 2  # retries of a failing trial, each from its last checkpoint
     num_to_keep: int = 2  # checkpoints kept per trial (the best by `metric` are kept)
     reuse_actors: bool = True
+    wandb: WandbSettings = WandbSettings()
     source: str = ""  # the file it came from, for messages
 
     @property
@@ -147,6 +161,11 @@ def trial_seeds(sweep_seed: int, repeats: int) -> list[int]:
     return [int(np.random.SeedSequence([sweep_seed, r]).generate_state(1)[0] >> 1) for r in range(repeats)]
 
 
+def trial_dirname(trial_id: str) -> str:
+    """The folder of one trial inside the sweep's experiment dir."""
+    return f"trial_{trial_id}"
+
+
 def base_trial_config(spec: SweepSpec) -> dict[str, Any]:
     """The flat trainer config every trial shares (searched keys and the seed are added per trial)."""
     return {**spec.fixed, "task": spec.task, "data.data_dir": spec.data_dir}
@@ -161,13 +180,14 @@ def train_config_from_trial(config: Mapping[str, Any]) -> TrainConfig:
 
 TOP_LEVEL = {"name", "task", "data_dir", "metric", "mode", "num_trials", "fixed", "search", "searcher",
              "max_concurrent", "resources", "optuna", "asha", "seeds", "storage_path", "max_failures",
-             "checkpoint", "reuse_actors"}
+             "checkpoint", "reuse_actors", "wandb"}
 NESTED = {
     "resources": {"cpu", "gpu"},
     "optuna": {"seed", "points_to_evaluate"},
     "asha": {"max_t", "grace_period", "reduction_factor"},
     "seeds": {"sweep_seed", "repeats"},
     "checkpoint": {"num_to_keep"},
+    "wandb": {"project", "entity", "mode", "log_checkpoint", "tags"},
 }
 REQUIRED = ("name", "task", "data_dir", "metric", "mode", "num_trials")
 
@@ -206,6 +226,8 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", lines: Mappin
         return SweepSpecError(f"{where(key)}{message}")
 
     _check_known(raw, TOP_LEVEL, "", fail)
+    if isinstance(raw.get("wandb"), Mapping) and {"api_key", "key"} & set(raw["wandb"]):
+        raise fail("wandb", "never put the W&B key in a spec: export WANDB_API_KEY in the environment instead")
     for section, keys in NESTED.items():
         if raw.get(section) is not None:
             if not isinstance(raw[section], Mapping):
@@ -263,11 +285,13 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", lines: Mappin
         raise fail("optuna", f"optuna.points_to_evaluate has {len(optuna.points_to_evaluate)} points but "
                              f"num_trials is {num_trials}; raise num_trials or drop points")
     asha = _asha(raw.get("asha"), epochs, fail)
+    wandb = _wandb(raw.get("wandb") or {}, fail)
 
     return SweepSpec(name=name, task=task, data_dir=data_dir, metric=metric, mode=mode, num_trials=num_trials,
                      fixed=fixed, search=search, searcher=searcher, max_concurrent=max_concurrent,
                      resources=resources, optuna=optuna, asha=asha, seeds=seeds, storage_path=storage_path,
-                     max_failures=max_failures, num_to_keep=num_to_keep, reuse_actors=reuse_actors, source=source)
+                     max_failures=max_failures, num_to_keep=num_to_keep, reuse_actors=reuse_actors, wandb=wandb,
+                     source=source)
 
 
 def _check_known(section: Mapping[str, Any], known: set[str], prefix: str, fail) -> None:
@@ -315,6 +339,21 @@ def _resources(raw: Mapping[str, Any], fail) -> Resources:
     if gpu > 1 and gpu != int(gpu):
         raise fail("resources.gpu", f"sweep key 'resources.gpu' above 1 must be a whole number, got {gpu}")
     return Resources(cpu=float(cpu), gpu=float(gpu))
+
+
+def _wandb(raw: Mapping[str, Any], fail) -> WandbSettings:
+    project = _typed(raw, "project", str, fail, default="celeb", prefix="wandb.")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", project):
+        raise fail("wandb.project", f"sweep key 'wandb.project' must use letters, digits, '_', '.', '-', got {project!r}")
+    tags = raw.get("tags") or []
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise fail("wandb.tags", f"sweep key 'wandb.tags' must be a list of strings, got {tags!r}")
+    mode = raw.get("mode", "auto")
+    if mode not in WANDB_MODES:
+        raise fail("wandb.mode", f"sweep key 'wandb.mode' must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
+    return WandbSettings(project=project, entity=_typed(raw, "entity", str, fail, prefix="wandb."), mode=mode,
+                         log_checkpoint=_typed(raw, "log_checkpoint", bool, fail, default=False, prefix="wandb."),
+                         tags=tuple(tags))
 
 
 def _local_or_uri(value: str, base_dir: str | Path | None) -> str:

@@ -159,6 +159,22 @@ FACTOR_NAMES: tuple[str, ...] = tuple(FACTORS)
 HIDDEN_ATTRIBUTES: tuple[str, ...] = ("Attractive", "High_Cheekbones", "Young")
 VISIBLE_ATTRIBUTES: tuple[str, ...] = tuple(a for a in ATTRIBUTE_NAMES if a not in HIDDEN_ATTRIBUTES)
 
+# The factor each visible attribute is computed from (see attributes_from_factors): what a latent
+# dim labelled with that attribute should carry, if the label is right.
+ATTRIBUTE_FACTORS: dict[str, str] = {
+    "5_o_Clock_Shadow": "beard_style", "Arched_Eyebrows": "arched_eyebrows", "Bags_Under_Eyes": "bags_under_eyes",
+    "Bald": "hairline", "Bangs": "bangs", "Big_Lips": "big_lips", "Big_Nose": "big_nose",
+    "Black_Hair": "hair_color", "Blond_Hair": "hair_color", "Blurry": "blurry", "Brown_Hair": "hair_color",
+    "Bushy_Eyebrows": "bushy_eyebrows", "Chubby": "chubby", "Double_Chin": "double_chin",
+    "Eyeglasses": "eyeglasses", "Goatee": "beard_style", "Gray_Hair": "hair_color", "Heavy_Makeup": "makeup",
+    "Male": "male", "Mouth_Slightly_Open": "mouth_open", "Mustache": "beard_style", "Narrow_Eyes": "narrow_eyes",
+    "No_Beard": "beard_style", "Oval_Face": "oval_face", "Pale_Skin": "skin_tone", "Pointy_Nose": "pointy_nose",
+    "Receding_Hairline": "hairline", "Rosy_Cheeks": "rosy_cheeks", "Sideburns": "beard_style", "Smiling": "smile",
+    "Straight_Hair": "hair_texture", "Wavy_Hair": "hair_texture", "Wearing_Earrings": "earrings",
+    "Wearing_Hat": "hat", "Wearing_Lipstick": "lipstick", "Wearing_Necklace": "necklace",
+    "Wearing_Necktie": "necktie",
+}
+
 # --------------------------------------------------------------------------------------------
 # Rates: P(attribute | male) measured on the first 20,000 real CelebA images; the female rate is
 # then whatever makes the overall rate equal CELEBA_PREVALENCE.
@@ -1057,3 +1073,20 @@ def _remove_stale_images(image_dir: Path, keep: int) -> None:
     for path in image_dir.iterdir():
         if _IMAGE_NAME.fullmatch(path.name) and int(path.name[:6]) > keep:
             path.unlink()
+
+
+def copy_true_factors(celeba_dir: Path, data_dir: Path, image_ids: Sequence[str]) -> Path | None:
+    """Copy a synthetic folder's factors.parquet into a data dir beside the table (`celeb prepare`), checked
+    to be row-aligned with it, so reviews can check latent labels against the truth. None for real CelebA."""
+    source = celeba_dir / FACTORS_FILE
+    if not source.exists():
+        return None
+    factors = pd.read_parquet(source)
+    if IMAGE_ID not in factors or not factors[IMAGE_ID].reset_index(drop=True).equals(
+            pd.Series(list(image_ids), name=IMAGE_ID)):
+        raise ValueError(f"{source} does not list the same images, in the same order, as the annotation files; "
+                         "regenerate the folder with `celeb synth` or delete the stale factors.parquet")
+    target = data_dir / FACTORS_FILE
+    with atomic_path(target) as tmp:
+        factors.to_parquet(tmp, index=False)
+    return target

@@ -22,11 +22,12 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -37,6 +38,7 @@ from celeb.checkpoint import (capture_rng_state, checkpoint_name, load_checkpoin
 from celeb.config import ConfigError, TrainConfig, config_to_dict, flatten
 from celeb.dataset import CelebData
 from celeb.tracking import NullTracker, Tracker
+from celeb.traversal import ACTIVE_DIM_NATS
 
 
 class NonFiniteLossError(RuntimeError):
@@ -79,6 +81,14 @@ class FitResult:
     def metrics(self) -> dict[str, Any]:
         """The last epoch's metrics."""
         return self.history[-1] if self.history else {}
+
+
+@dataclass
+class Visuals:
+    """What an evaluation gives people to look at: images (tracker.log_images) and tables (log_table)."""
+
+    images: dict[str, Tensor | np.ndarray] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 class At(NamedTuple):
@@ -212,12 +222,14 @@ def fit(
                 model.eval()
                 with torch.no_grad(), autocast:
                     metrics.update(task.evaluate(model, val_loader, At(epoch, 0, steps_per_epoch, step)))
-                    images = task.images(raw_model)
+                    visuals = task.visuals(raw_model, epoch + 1, final=epoch + 1 == config.epochs)
                 if not math.isfinite(metrics["val/loss"]):
                     raise NonFiniteLossError(epoch + 1, steps_per_epoch, metrics["val/loss"],
                                              max(scheduler.get_last_lr()), last_checkpoint, where="evaluation",
                                              global_step=step)
-                tracker.log_images(images, step)
+                tracker.log_images(visuals.images, step)
+                for name, table in visuals.tables.items():
+                    tracker.log_table(name, table, step)
             tracker.log(metrics, step)
             history.append(metrics)
 
@@ -276,6 +288,8 @@ class CVAETask:
         train_idx, val_idx = split_indices(data, config.data.split)
         self.mean_image = mean_image(data.images, train_idx).to(device)  # (3, H, W) in [0, 1]
         self.show_x, self.show_y = images_to_tensor(data, val_idx[: config.num_recon], device)
+        self.panel_x, self.panel_y = images_to_tensor(data, val_idx[: c.panel_faces], device)
+        self.names = tuple(data.attribute_names)
 
     def build_model(self) -> nn.Module:
         from celeb.models import ConditionalVAE
@@ -322,6 +336,7 @@ class CVAETask:
         sums: dict[str, Tensor | float] = {}
         kl_per_dim: Tensor | float = 0.0
         n = 0
+        mus, logvars, labels = [], [], []
         mean_logits = torch.logit(self.mean_image, eps=1e-6)
         for x, y in loader:
             b, cond = x.shape[0], self.cond(y)
@@ -336,19 +351,43 @@ class CVAETask:
                 sums[name] = sums.get(name, 0.0) + value.detach().float()
             kl_per_dim = kl_per_dim + parts.kl_per_dim.detach().float() * b
             n += b
+            mus.append(out.mu.float().cpu())
+            logvars.append(out.logvar.float().cpu())
+            labels.append(y.bool().cpu())
         metrics = {f"val/{k}": (v / n).item() for k, v in sums.items()}
         metrics["val/neg_elbo"] = metrics["val/recon"] + metrics["val/kl"]
         per_dim = (kl_per_dim / n).cpu()
         metrics["val/kl_per_dim"] = per_dim.tolist()
         metrics["val/active_dims"] = int((per_dim > ACTIVE_DIM_NATS).sum())
+        self.latents = (torch.cat(mus).numpy(), torch.cat(logvars).numpy(), torch.cat(labels).numpy())
+        self.dimensions, scores = self.score(*self.latents)
+        metrics.update({f"val/{k}": v for k, v in scores.items() if k != "active_dims"})
         return metrics
 
-    def images(self, model: nn.Module) -> dict[str, Tensor]:
-        """Originals (first row) above their reconstructions (second row)."""
-        if len(self.show_x) == 0:
-            return {}
-        recon = model.reconstruct(self.show_x, self.cond(self.show_y)).float().clamp(0, 1)
-        return {"reconstructions": reconstruction_grid(self.show_x, recon)}
+    def score(self, mu: np.ndarray, logvar: np.ndarray, labels: np.ndarray) -> tuple[pd.DataFrame, dict[str, float]]:
+        """Per-dim table and MIG of val latents against the attributes the model is not conditioned on."""
+        from celeb.traversal import score_latents
+
+        free = [k for k in range(labels.shape[1]) if k not in self.cond_index.tolist()]
+        return score_latents(mu, logvar, labels[:, free], [self.names[k] for k in free])
+
+    def visuals(self, model: nn.Module, epoch: int, final: bool) -> Visuals:
+        """Reconstructions every evaluation; traversal panels and the dimension table every
+        `cvae.panel_every` evaluations and after the last epoch."""
+        from celeb.traversal import latent_panels, reconstruction_panel
+
+        c, visuals = self.config.cvae, Visuals()
+        if len(self.show_x):
+            visuals.images["reconstructions"] = reconstruction_panel(model, self.show_x, self.cond(self.show_y))
+        evaluation = epoch // self.config.eval_every
+        if c.panel_every and len(self.panel_x) and (final or evaluation % c.panel_every == 0):
+            mu, logvar, _ = self.latents
+            visuals.images.update(latent_panels(
+                model, self.panel_x, self.cond(self.panel_y), mu, logvar, self.dimensions, c.conditions,
+                steps=c.panel_steps, span=c.panel_span))
+            visuals.tables["dimensions"] = self.dimensions.drop(
+                columns=[k for k in self.dimensions if k.startswith(("mi_", "corr_"))])
+        return visuals
 
 
 class ClassifierTask:
@@ -404,12 +443,11 @@ class ClassifierTask:
                         if k in baseline})
         return metrics
 
-    def images(self, model: nn.Module) -> dict[str, Tensor]:
-        return {}
+    def visuals(self, model: nn.Module, epoch: int, final: bool) -> Visuals:
+        return Visuals()
 
 
 TASKS = {"cvae": CVAETask, "classifier": ClassifierTask}
-ACTIVE_DIM_NATS = 0.01  # a latent dim is "active" when its mean KL on val exceeds this (nats)
 
 
 def make_task(config: TrainConfig, data: CelebData, device: torch.device) -> CVAETask | ClassifierTask:
@@ -531,14 +569,6 @@ def recon_error(logits: Tensor, x: Tensor, kind: str) -> Tensor:
     if kind == "bce":
         return F.binary_cross_entropy_with_logits(logits.float(), x, reduction="sum")
     return (torch.sigmoid(logits.float()) - x).square().sum()
-
-
-def reconstruction_grid(originals: Tensor, reconstructions: Tensor) -> Tensor:
-    """Originals above their reconstructions, one column per image, as one (3, H', W') image."""
-    from torchvision.utils import make_grid
-
-    both = torch.cat([originals.float().cpu(), reconstructions.float().cpu()])
-    return make_grid(both, nrow=len(originals), padding=2, pad_value=1.0)
 
 
 def pos_weight_of(labels: np.ndarray) -> np.ndarray:

@@ -52,7 +52,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from celeb.atomic import write_text_atomic
 from celeb.sweep import (SweepSpec, SweepSpecError, base_trial_config, describe, format_table, load_spec,
-                         rank_trials, summarize_configs, trial_seeds)
+                         rank_trials, summarize_configs, trial_dirname, trial_seeds)
 from jobs.trial import train_trial
 
 TIME_ATTR = "epoch"  # ASHA's clock: the trainer's own epoch count, which survives restarts
@@ -154,8 +154,8 @@ class SchedulerState(tune.Callback):
         self.scheduler.__dict__.update(state["scheduler"])
 
 
-def trial_dirname(trial: Any) -> str:
-    return f"trial_{trial.trial_id}"
+def trial_folder(trial: Any) -> str:
+    return trial_dirname(trial.trial_id)
 
 
 # ----------------------------------------------------------------------------- building the Tune run
@@ -199,7 +199,12 @@ def make_scheduler(spec: SweepSpec) -> ASHAScheduler | None:
 
 
 def make_trainable(spec: SweepSpec, trainable: Callable | None = None):
-    return tune.with_resources(trainable or train_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    """The trial function with the spec's resources; the real one also gets the W&B settings."""
+    if trainable is None:
+        local = "://" not in spec.experiment_path
+        trainable = tune.with_parameters(train_trial, wandb=spec.wandb,
+                                         experiment_dir=spec.experiment_path if local else None)
+    return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
 def build_tuner(spec: SweepSpec, trainable: Callable | None = None) -> tune.Tuner:
@@ -214,9 +219,10 @@ def build_tuner(spec: SweepSpec, trainable: Callable | None = None) -> tune.Tune
         param_space={**search_space(spec), **extra_space},
         tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, search_alg=searcher, scheduler=scheduler,
                                     num_samples=num_samples, max_concurrent_trials=spec.max_concurrent,
-                                    reuse_actors=spec.reuse_actors, trial_dirname_creator=trial_dirname),
+                                    reuse_actors=spec.reuse_actors, trial_dirname_creator=trial_folder),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=spec.storage_path,
+            sync_config=tune.SyncConfig(sync_artifacts=True),  # trial dirs (W&B offline runs, panels) to storage
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep,
                                                     checkpoint_score_attribute=spec.metric,
@@ -370,6 +376,7 @@ def spec_record(spec: SweepSpec) -> dict[str, Any]:
     """The spec as plain JSON-able values (without where it was read from), to compare on --resume."""
     record = dataclasses.asdict(spec)
     record.pop("source")
+    record.pop("wandb")  # where results are tracked may change on --resume
     return json.loads(json.dumps(record))
 
 

@@ -33,7 +33,8 @@ from ray import cloudpickle, tune  # noqa: E402
 from celeb.sweep import load_spec, trial_seeds  # noqa: E402
 from celeb.train import NonFiniteLossError  # noqa: E402
 from jobs.sweep import SeededOptunaSearch, run_sweep, search_space, start_local_ray  # noqa: E402
-from jobs.trial import scalar_metrics  # noqa: E402
+from celeb.tracking import offline_run_records  # noqa: E402
+from celeb.tracking import scalar_values as scalar_metrics  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_DIR_ENV = "CELEB_TEST_TOY_DIR"
@@ -420,7 +421,8 @@ def test_smoke_spec_trains_real_trials_and_resumes_nothing_twice(tmp_path, local
     overrides = {"data_dir": str(tiny_data), "storage_path": str(tmp_path / "runs"), "num_trials": 2,
                  "fixed": {**yaml.safe_load((REPO / "sweeps" / "smoke.yaml").read_text())["fixed"],
                            "epochs": 2, "max_train_batches": 2, "batch_size": 16, "cvae": {"latent_dim": 4, "width": 4}},
-                 "asha": {"max_t": 2, "grace_period": 1, "reduction_factor": 2}}
+                 "asha": {"max_t": 2, "grace_period": 1, "reduction_factor": 2},
+                 "wandb": {"mode": "offline", "project": "celeb-test"}}
     table = run_sweep(REPO / "sweeps" / "smoke.yaml", overrides=overrides)
     assert len(table) == 2 and table["best"].notna().all()
     assert np.isclose(table["lr"], 1e-3).any()  # optuna.points_to_evaluate came first
@@ -435,6 +437,23 @@ def test_smoke_spec_trains_real_trials_and_resumes_nothing_twice(tmp_path, local
     assert (Path(best["checkpoint"]) / "state.pt").exists()
     params = json.loads((exp / f"trial_{best['trial_id']}" / "params.json").read_text())
     assert params["seed"] == trial_seeds(0, 1)[0] and params["data.data_dir"] == str(tiny_data)
+    # Each trial: its panels and dimension table in its dir, and one offline W&B run grouped by sweep.
+    for trial_id, history in rows.items():
+        trial_dir = exp / f"trial_{trial_id}"
+        assert (trial_dir / "traversal.png").exists() and (trial_dir / "dimensions.csv").exists()
+        assert all("val/mig_fixed" in r for r in history)
+        (run_file,) = trial_dir.glob(f"wandb/offline-run-*-{trial_id}/run-{trial_id}.wandb")
+        records = offline_run_records(run_file.parent)
+        (run,) = [r["run"] for r in records if r["type"] == "run"]
+        assert run["run_group"] == "smoke" and run["project"] == "celeb-test" and run["run_id"] == trial_id
+        logged = [r["history"]["item"] for r in records if r["type"] == "history"]
+        assert [row["val/loss"] for row in logged if "val/loss" in row] == pytest.approx(
+            [r["val/loss"] for r in history])
+        assert any(row.get("traversal._type") == "image-file" for row in logged)
+        assert any(row.get("dimensions._type") == "table-file" for row in logged)
+        summary = offline_run_records(run_file.parent, summary=True)[0]
+        assert summary["config"]["seed"] == trial_seeds(0, 1)[0] and summary["state"] == "finished"
+        assert summary["summary"]["best/val/loss"] == pytest.approx(min(r["val/loss"] for r in history))
     # Resuming a finished sweep runs nothing again.
     run_sweep(REPO / "sweeps" / "smoke.yaml", resume=True, overrides=overrides)
     assert results_of(exp) == rows

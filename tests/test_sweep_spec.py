@@ -180,10 +180,21 @@ def test_points_to_evaluate_must_lie_in_the_space(tmp_path):
     ({"fixed": {"epochs": 3, "eval_every": 2}}, "eval_every: 1"),
     ({"searcher": "grid"}, "one of optuna, random"),
     ({"seeds": {"repeats": 0}}, "'seeds.repeats' must be an integer >= 1"),
+    ({"wandb": {"mode": "cloud"}}, "'wandb.mode' must be one of auto, online, offline, disabled"),
+    ({"wandb": {"api_key": "abc"}}, "never put the W&B key in a spec"),
+    ({"wandb": {"projekt": "x"}}, "did you mean 'wandb.project'"),
+    ({"wandb": {"tags": "demo"}}, "'wandb.tags' must be a list of strings"),
 ])
 def test_bad_values_are_explained(tmp_path, changes, message):
     with pytest.raises(SweepSpecError, match=re.escape(message)):
         load_spec(write(tmp_path, edit(GOOD, **changes)))
+
+
+def test_wandb_settings_default_to_auto_and_parse(tmp_path):
+    assert load_spec(write(tmp_path, GOOD)).wandb.mode == "auto"
+    spec = load_spec(write(tmp_path, edit(GOOD, wandb={"project": "p", "mode": "offline", "log_checkpoint": True,
+                                                        "tags": ["a"]})))
+    assert (spec.wandb.project, spec.wandb.mode, spec.wandb.log_checkpoint, spec.wandb.tags) == ("p", "offline", True, ("a",))
 
 
 def test_disentanglement_metric_is_accepted_for_cvae_only(tmp_path):

@@ -1,0 +1,220 @@
+"""Latent traversal panels, condition panels, latent scoring and its check against true factors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from celeb.dimensions import evaluate_dimensions, match_true_factors
+from celeb.traversal import (PADDING, condition_panel, kl_bar_chart, kl_order, reconstruction_panel, review_latents,
+                             score_latents, sweep_values, traversal_panel, with_row_labels)
+
+SIZE = 8  # a tiny "image" size for the toy decoder
+
+
+class ToyVAE(nn.Module):
+    """Decodes z into an image whose pixels depend only on the dims in `used` (and the condition)."""
+
+    def __init__(self, latent_dim: int = 4, used: tuple[int, ...] = (2, 0), cond_dim: int = 1) -> None:
+        super().__init__()
+        self.latent_dim, self.used, self.cond_dim = latent_dim, used, cond_dim
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def encode(self, x: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        mu = x.mean(dim=(2, 3))[:, :1].repeat(1, self.latent_dim) * torch.arange(1, self.latent_dim + 1)
+        return mu, torch.zeros_like(mu)
+
+    def decode(self, z: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        logits = torch.zeros(len(z), 3, SIZE, SIZE)
+        for channel, d in enumerate(self.used):
+            logits[:, channel] += z[:, d, None, None]
+        if cond is not None:
+            logits[:, 2] += 4 * cond[:, 0, None, None]
+        return logits
+
+    def reconstruct(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.sigmoid(self.decode(self.encode(x, cond)[0], cond))
+
+
+def rows_of(panel: torch.Tensor, num_rows: int, num_cols: int, label_width: int) -> list[list[torch.Tensor]]:
+    """Cut a labelled make_grid panel back into its cells."""
+    grid = panel[:, :, label_width:]
+    cell = SIZE + PADDING
+    return [[grid[:, PADDING + r * cell: PADDING + r * cell + SIZE, PADDING + c * cell: PADDING + c * cell + SIZE]
+             for c in range(num_cols)] for r in range(num_rows)]
+
+
+def label_width_of(panel: torch.Tensor, num_cols: int) -> int:
+    return panel.shape[2] - (num_cols * (SIZE + PADDING) + PADDING)
+
+
+def test_traversal_rows_follow_kl_and_only_used_dims_change_the_image():
+    model, refs, steps = ToyVAE(), torch.rand(2, 3, SIZE, SIZE), 5
+    kl = np.array([0.5, 0.0, 2.0, 0.005])  # dim 2 first, then 0; dims 1 and 3 inactive
+    values = np.tile(np.linspace(-3, 3, steps), (4, 1))
+    panel = traversal_panel(model, refs, torch.ones(2, 1), values, kl)
+    cols = 2 * steps
+    cells = rows_of(panel, 4, cols, label_width_of(panel, cols))
+    assert list(kl_order(kl)) == [2, 0, 3, 1]
+    varies = [not torch.allclose(row[0], row[steps - 1]) for row in cells]
+    assert varies == [True, True, False, False]  # rows 0, 1 are dims 2 and 0: the ones the decoder uses
+    # dim 2 drives channel 0, dim 0 channel 1: each row changes only its own channel
+    assert not torch.allclose(cells[0][0][0], cells[0][steps - 1][0]) and torch.allclose(cells[0][0][1], cells[0][steps - 1][1])
+    assert not torch.allclose(cells[1][0][1], cells[1][steps - 1][1]) and torch.allclose(cells[1][0][0], cells[1][steps - 1][0])
+    # inactive rows are greyed: their contrast is squeezed towards grey
+    assert cells[2][0].std() < cells[0][0].std() + 1e-6 and (cells[3][0] - 0.52).abs().max() < 0.36
+    # left out on request
+    active_only = traversal_panel(model, refs, torch.ones(2, 1), values, kl, include_inactive=False)
+    assert len(rows_of(active_only, 2, cols, label_width_of(active_only, cols))) == 2
+    assert active_only.shape[1] == 2 * (SIZE + PADDING) + PADDING
+
+
+def test_row_labels_are_drawn_in_a_white_margin():
+    grid = torch.zeros(3, 2 * (SIZE + PADDING) + PADDING, 40)
+    labelled = with_row_labels(grid, ["dim 16 ↔ Blond_Hair (MI 0.31)", "dim 3: inactive"])
+    margin = labelled[:, :, : labelled.shape[2] - 40]
+    assert margin.shape[2] > 30 and torch.equal(labelled[:, :, -40:], grid)
+    assert (margin < 0.5).any() and (margin > 0.99).float().mean() > 0.5  # dark text on white
+
+
+def test_condition_panel_changes_only_with_the_condition():
+    model, refs, steps = ToyVAE(), torch.rand(2, 3, SIZE, SIZE), 4
+    panel = condition_panel(model, refs, torch.zeros(2, 1), ["Smiling"], steps=steps)
+    cells = rows_of(panel, 1, 2 * steps, label_width_of(panel, 2 * steps))[0]
+    assert cells[steps - 1][2].mean() > cells[0][2].mean() + 0.3  # cond drives channel 2, off -> on
+    assert torch.allclose(cells[0][:2], cells[steps - 1][:2])
+    unconditional = condition_panel(ToyVAE(cond_dim=0), refs, None, [])
+    assert unconditional.shape[0] == 3  # a blank panel that says why
+
+
+def test_reconstruction_panel_puts_originals_above_reconstructions():
+    model, refs = ToyVAE(), torch.rand(3, 3, SIZE, SIZE)
+    panel = reconstruction_panel(model, refs, torch.ones(3, 1))
+    top = panel[:, PADDING:PADDING + SIZE, PADDING:PADDING + SIZE]
+    assert torch.allclose(top, refs[0], atol=1e-6)
+    assert panel.shape == (3, 2 * (SIZE + PADDING) + PADDING, 3 * (SIZE + PADDING) + PADDING)
+
+
+def test_sweep_values_span_the_aggregate_posterior():
+    rng = np.random.default_rng(0)
+    mu = rng.normal(2.0, 0.5, size=(4000, 2))
+    logvar = np.log(np.full((4000, 2), 0.75))
+    values = sweep_values(mu, logvar, steps=7, span=3.0)
+    assert values.shape == (2, 7)
+    assert values[:, 3] == pytest.approx(mu.mean(axis=0))
+    assert values[:, -1] - values[:, 3] == pytest.approx(3 * np.sqrt(mu.var(axis=0) + 0.75))
+
+
+def test_kl_bar_chart_is_an_rgb_image():
+    chart = kl_bar_chart(np.array([0.0, 1.0, 0.3]))
+    assert chart.dtype == np.uint8 and chart.ndim == 3 and chart.shape[2] == 3
+    assert chart.min() < 100 and chart.max() == 255
+
+
+def latents_with_known_attributes(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Dims 0 and 1 carry attributes A and B; dim 2 is noise; attribute C is independent of all."""
+    rng = np.random.default_rng(seed)
+    attrs = rng.random((n, 3)) < 0.4
+    mu = rng.normal(size=(n, 3))
+    mu[:, 0] += 3 * attrs[:, 0]
+    mu[:, 1] -= 3 * attrs[:, 1]
+    return mu, attrs, ["A", "B", "C"]
+
+
+def test_score_latents_labels_the_carrying_dims_and_not_noise():
+    mu, attrs, names = latents_with_known_attributes(450)
+    constant = np.zeros((450, 1), dtype=bool)  # a constant attribute is left out, not an error
+    table, scores = score_latents(mu, np.ones(3), np.hstack([attrs, constant]), names + ["Bald"])
+    labels = dict(zip(table["dim"], table["label"]))
+    assert "A" in labels[0] and "B" in labels[1] and "unlabelled" in labels[2]
+    assert scores["labelled_dims"] == 2 and scores["active_dims"] == 3
+    assert 0.2 < scores["mig_fixed"] <= 1.0
+    assert "mi_Bald" not in table
+
+
+def test_noise_gets_no_label_on_a_few_hundred_rows():
+    rng = np.random.default_rng(1)
+    table, scores = score_latents(rng.normal(size=(300, 8)), np.ones(8), rng.random((300, 37)) < 0.3,
+                                  [f"attr{k}" for k in range(37)])
+    assert scores["labelled_dims"] == 0, table[["dim", "best_attribute", "best_mi"]]
+
+
+def test_true_factor_check_accepts_right_labels_and_rejects_wrong_ones():
+    rng = np.random.default_rng(2)
+    n = 2000
+    factors = pd.DataFrame({"hair": rng.integers(0, 3, n), "smile": rng.random(n), "hat": rng.random(n) < 0.3})
+    attrs = np.stack([factors["hair"] == 1, factors["smile"] >= 0.5, factors["hat"]], axis=1)
+    mu = np.stack([factors["smile"] * 4 + rng.normal(0, 0.1, n),  # dim 0 carries smile
+                   (factors["hair"] == 1) * 3 + rng.normal(0, 0.3, n),  # dim 1 carries hair colour
+                   rng.normal(size=n)], axis=1)  # dim 2: nothing
+    table = evaluate_dimensions(mu, np.ones(3), attrs, ["Blond_Hair", "Smiling", "Wearing_Hat"])
+    truth = {"Blond_Hair": "hair", "Smiling": "smile", "Wearing_Hat": "hat"}
+    checked = match_true_factors(mu, table, factors, truth).set_index("dim")
+    assert checked.loc[0, "true_factor"] == "smile" and checked.loc[0, "label_matches"]
+    assert checked.loc[1, "true_factor"] == "hair" and checked.loc[1, "label_matches"]
+    wrong = {"Blond_Hair": "hat", "Smiling": "hat", "Wearing_Hat": "hat"}
+    assert not match_true_factors(mu, table, factors, wrong)["label_matches"].any()
+
+
+def test_review_latents_on_a_real_model_gives_every_view():
+    from celeb.models import ConditionalVAE
+    from celeb.schema import ATTRIBUTE_NAMES
+
+    torch.manual_seed(0)
+    model = ConditionalVAE(image_size=64, latent_dim=4, width=4, cond_dim=2).eval()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 64, 64, 3), dtype=np.uint8)
+    labels = rng.random((40, 40)) < 0.5
+    review = review_latents(model, images, labels, ATTRIBUTE_NAMES, ["Male", "Smiling"], num_faces=2, steps=3)
+    assert set(review.images) == {"traversal", "conditions", "reconstructions", "kl_per_dim"}
+    assert len(review.dimensions) == 4 and list(review.dimensions["kl"]) == sorted(review.dimensions["kl"], reverse=True)
+    assert not any(c in ("mi_Male", "mi_Smiling") for c in review.dimensions)  # conditioned attributes are not scored
+    assert review.images["traversal"].shape[1] == 4 * (64 + PADDING) + PADDING
+
+
+class Recorder:
+    """A tracker that keeps what fit() gave it, by step."""
+
+    def __init__(self) -> None:
+        self.metrics: list[dict] = []
+        self.images: dict[int, set[str]] = {}
+        self.tables: dict[int, pd.DataFrame] = {}
+
+    def log(self, metrics, step):
+        self.metrics.append(metrics)
+
+    def log_images(self, images, step):
+        self.images.setdefault(step, set()).update(images)
+
+    def log_table(self, name, table, step):
+        assert name == "dimensions"
+        self.tables[step] = table
+
+    def finish(self):
+        pass
+
+
+def test_fit_reports_mig_every_epoch_and_panels_every_panel_every_evaluations():
+    from celeb.config import config_from_dict
+    from celeb.dataset import CelebData
+    from celeb.train import fit
+
+    rng = np.random.default_rng(0)
+    labels = rng.random((60, 40)) < 0.4
+    images = np.where(labels[:, :3][:, None, None, :], 200, 40).astype(np.uint8).repeat(64, 1).repeat(64, 2)
+    data = CelebData(images, labels, np.array(["train"] * 40 + ["val"] * 20))
+    config = config_from_dict({"task": "cvae", "device": "cpu", "epochs": 3, "batch_size": 16, "num_recon": 2,
+                               "cvae.width": 4, "cvae.latent_dim": 3, "cvae.conditions": ["Male"],
+                               "cvae.panel_every": 2, "cvae.panel_faces": 2, "cvae.panel_steps": 3})
+    recorder = Recorder()
+    fit(config, data, tracker=recorder)
+    assert all(0.0 <= m["val/mig_fixed"] <= 1.0 and "val/labelled_dims" in m for m in recorder.metrics)
+    by_epoch = [recorder.images[m["step"]] for m in recorder.metrics]
+    assert by_epoch[0] == {"reconstructions"}  # epoch 1: not a panel epoch
+    assert by_epoch[1] == by_epoch[2] == {"reconstructions", "traversal", "kl_per_dim", "conditions"}  # 2, and last
+    table = recorder.tables[recorder.metrics[-1]["step"]]
+    assert len(table) == 3 and {"dim", "label", "kl", "active", "best_attribute", "best_mi"} <= set(table)
+    assert "Male" not in set(table["best_attribute"])  # the condition is not a latent's label
