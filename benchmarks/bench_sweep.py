@@ -67,10 +67,11 @@ def smoke_overrides(data: Path, storage: Path, name: str, epochs: int, **changes
             "max_concurrent": 2, "checkpoint": {"num_to_keep": 2}, **changes}
 
 
-def search_comparison(data: Path, storage: Path, trials: int, epochs: int, reduction_factor: int) -> dict:
+def search_comparison(data: Path, storage: Path, trials: int, epochs: int, reduction_factor: int,
+                      promotion: str) -> dict:
     asha = run_sweep(SMOKE, overrides=smoke_overrides(
         data, storage, "asha_optuna", epochs, num_trials=trials,
-        asha={"max_t": epochs, "grace_period": 1, "reduction_factor": reduction_factor}))
+        asha={"max_t": epochs, "grace_period": 1, "reduction_factor": reduction_factor, "promotion": promotion}))
     full = run_sweep(SMOKE, overrides=smoke_overrides(
         data, storage, "random_full", epochs, num_trials=trials, searcher="random", asha=None))
     return {name: {"trial_epochs": int(table["epochs_run"].sum()), "best": float(table["best"].min())}
@@ -136,6 +137,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=9, help="full budget per trial (ASHA's max_t)")
     parser.add_argument("--reduction-factor", type=int, default=3, help="ASHA's (default 3)")
+    parser.add_argument("--promotion", choices=("quota", "percentile"), default="quota",
+                        help="ASHA's promotion rule (default quota; percentile is Ray's own)")
+    parser.add_argument("--search-only", action="store_true", help="skip the Tune overhead measurement")
     parser.add_argument("--out", default="runs/bench_sweep")
     args = parser.parse_args()
 
@@ -143,8 +147,8 @@ def main() -> None:
     storage = root / f"sweeps-{time.strftime('%Y%m%d-%H%M%S')}"
     data = make_data(root, args.n)
     start_local_ray(num_cpus=2)
-    search = search_comparison(data, storage, args.trials, args.epochs, args.reduction_factor)
-    overhead = tune_overhead(data, storage)
+    search = search_comparison(data, storage, args.trials, args.epochs, args.reduction_factor, args.promotion)
+    overhead = None if args.search_only else tune_overhead(data, storage)
 
     a, f = search["asha_optuna"], search["random_full"]
     print("\n=== search (CVAE, synthetic faces, CPU) ===")
@@ -152,8 +156,12 @@ def main() -> None:
         print(f"{name:12s}  trial-epochs {row['trial_epochs']:4d}  best val/loss {row['best']:.2f}")
     gap = a["best"] / f["best"] - 1
     share = a["trial_epochs"] / f["trial_epochs"]
-    print(f"ASHA+Optuna: best {100 * gap:+.2f}% vs full budget (target <= +2%), "
+    print(f"ASHA+Optuna ({args.promotion} promotion, reduction factor {args.reduction_factor}, {args.trials} trials, "
+          f"{args.epochs} epochs): best {100 * gap:+.2f}% vs full budget (target <= +2%), "
           f"{100 * share:.0f}% of its trial-epochs (target <= 33%)")
+    if overhead is None:
+        print(f"\nexperiments: {storage}")
+        return
 
     print("\n=== Ray Tune overhead ===")
     print(f"per trial (trivial trials, reused workers): {overhead['per_trial_s']:.2f} s")

@@ -99,7 +99,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     try:
         run_local(args.task, Path(args.config), args.set,
                   run_dir=Path(args.run_dir) if args.run_dir else None,
-                  resume=Path(args.resume) if args.resume else None)
+                  resume=Path(args.resume) if args.resume else None, wandb_project=args.wandb)
     except NonFiniteLossError as error:
         raise SystemExit(f"celeb train: error: {error}") from None
 
@@ -206,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", default=None, help="default: runs/<task>-<time>")
     train.add_argument("--resume", default=None, metavar="CHECKPOINT_DIR",
                        help="continue exactly from a checkpoint folder of an earlier run")
+    train.add_argument("--wandb", default=None, metavar="PROJECT",
+                       help="also log to this W&B project (offline unless WANDB_API_KEY is set)")
     train.set_defaults(func=_cmd_train)
 
     sweep = commands.add_parser("sweep", help="a Ray Tune sweep of trials (Optuna search, ASHA stopping)")

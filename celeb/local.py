@@ -7,6 +7,9 @@ progress bar, and leaves everything in one run dir:
                       checkpoints/epoch_NNN/  the last and the best checkpoints (resumable)
                       metrics.jsonl, .csv     one row per epoch; metrics.json: summary + history
                       reconstructions.png     CVAE: val originals (top) above reconstructions
+                      traversal.png, ...      CVAE: latent traversal, condition sweeps, KL chart,
+                      dimensions.csv          and the labelled latent dims (celeb.traversal)
+                      wandb/                  with --wandb PROJECT: the W&B run (offline without a key)
                       balanced_accuracy.png   classifier: per-attribute balanced accuracy on val
 """
 
@@ -34,10 +37,12 @@ SHOWN_METRICS = {
 
 
 def run_local(task: str, config_path: Path, overrides: list[str], run_dir: Path | None = None,
-              progress: bool = True, resume: Path | None = None) -> Path:
+              progress: bool = True, resume: Path | None = None, wandb_project: str | None = None) -> Path:
     """Train `task` with the config at `config_path` (+ `--set` overrides) locally; return the run dir.
 
     `resume` is a checkpoint dir (run_dir/checkpoints/epoch_NNN) to continue from exactly.
+    `wandb_project`: also log to this W&B project (online with WANDB_API_KEY, else offline under
+    run_dir/wandb), as one run named after the run dir.
     """
     from celeb.dataset import load_data
     from celeb.train import fit
@@ -60,6 +65,11 @@ def run_local(task: str, config_path: Path, overrides: list[str], run_dir: Path 
         tqdm.write(f"epoch {metrics['epoch']}/{config.epochs}  {shown}")
 
     tracker = LocalTracker(run_dir)
+    if wandb_project is not None:
+        from celeb.tracking import MultiTracker, WandbTracker
+
+        tracker = MultiTracker(tracker, WandbTracker(project=wandb_project, group="local", name=run_dir.name,
+                                                     config=config_to_dict(config), run_dir=run_dir, job_type=task))
     try:
         result = fit(config, data, tracker=tracker, on_epoch_end=report, run_dir=run_dir,
                      progress=progress, state=Path(resume) if resume is not None else None)
@@ -72,8 +82,12 @@ def run_local(task: str, config_path: Path, overrides: list[str], run_dir: Path 
                "final": result.metrics, "history": result.history}
     write_text_atomic(run_dir / "metrics.json", json.dumps(plain(summary), indent=2) + "\n")
     pictures = []
-    if task == "cvae" and (run_dir / "reconstructions.png").exists():
-        pictures.append("reconstructions.png (val originals above reconstructions)")
+    if task == "cvae":
+        shown = {"reconstructions.png": "val originals above reconstructions",
+                 "traversal.png": "one row per latent dim, most used first, each swept ±3σ",
+                 "conditions.png": "each condition attribute swept off -> on",
+                 "dimensions.csv": "KL, activity and the attribute label of every latent dim"}
+        pictures += [f"{name} ({what})" for name, what in shown.items() if (run_dir / name).exists()]
     if task == "classifier" and "val/balanced_accuracy" in result.metrics:
         plot_balanced_accuracy(result.metrics, run_dir / "balanced_accuracy.png")
         pictures.append("balanced_accuracy.png (per attribute, val)")

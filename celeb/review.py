@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 from celeb.atomic import atomic_path, write_text_atomic
 from celeb.checkpoint import META_FILE, STATE_FILE, code_version, plain
 from celeb.config import TrainConfig, config_from_dict, flatten, valid_keys
+from celeb.dimensions import LABEL_MIN_MI
 
 EXPORT_FORMAT = "celeb-model"
 EXPORT_VERSION = 1
@@ -65,7 +66,7 @@ TASK_SECTIONS = {"cvae": "cvae.", "classifier": "classifier."}
 MIN_WORDS = ("loss", "mse", "recon", "kl", "elbo", "error")  # "neg_elbo" is a loss
 MAX_WORDS = ("mig", "dci", "sap", "score", "accuracy", "auroc", "auc", "f1", "precision", "recall")
 HELD_OUT_CVAE = "val/loss (each trial's own objective), val/mse or val/mig_fixed"
-LABEL_MIN_MI = 0.1  # celeb.traversal.score_latents' threshold for a labelled dim
+
 PAGE_FACES = 3  # reference faces per card; the traversal of one card is faces x steps x dims images
 PAGE_MAX_DIMS = 16  # active dims shown per card (most used first); `celeb traverse` shows them all
 PHOTO_PANELS = ("traversal", "conditions", "reconstructions")  # decoded faces; kl_per_dim is a chart

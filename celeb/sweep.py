@@ -35,6 +35,7 @@ from celeb.config import ConfigError, TrainConfig, config_from_dict, flatten, va
 PARAM_TYPES = ("uniform", "loguniform", "int", "choice")
 SEARCHERS = ("optuna", "random")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+PROMOTIONS = ("quota", "percentile")
 REPEAT_KEY = "repeat"  # the one key in a trial's config that is not a trainer key: its repeat index
 OWNED_KEYS = {"seed": "seeds.sweep_seed", "task": "task", "data.data_dir": "data_dir"}  # set by the spec itself
 
@@ -98,6 +99,10 @@ class AshaSettings:
     max_t: int  # epochs of a full trial (the last rung)
     grace_period: int = 1  # epochs every trial gets before it can be stopped
     reduction_factor: int = 3  # keep the top 1/reduction_factor at each rung
+    # "quota": at most 1/reduction_factor of the trials that reach a rung are ever promoted from it
+    # (Li et al. 2020's rule); "percentile": Ray's ASHA, any trial above the rung's current
+    # percentile goes on (unbounded: with an improving searcher most late trials run in full).
+    promotion: Literal["quota", "percentile"] = "quota"
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,7 @@ TOP_LEVEL = {"name", "task", "data_dir", "metric", "mode", "num_trials", "fixed"
 NESTED = {
     "resources": {"cpu", "gpu"},
     "optuna": {"seed", "points_to_evaluate"},
-    "asha": {"max_t", "grace_period", "reduction_factor"},
+    "asha": {"max_t", "grace_period", "reduction_factor", "promotion"},
     "seeds": {"sweep_seed", "repeats"},
     "checkpoint": {"num_to_keep"},
     "wandb": {"project", "entity", "mode", "log_checkpoint", "tags"},
@@ -503,7 +508,11 @@ def _asha(raw: Any, epochs: int, fail) -> AshaSettings | None:
                            "at its last epoch, so set asha.max_t <= fixed.epochs")
     if grace > max_t:
         raise fail("asha", f"asha.grace_period ({grace}) must be <= asha.max_t ({max_t})")
-    return AshaSettings(max_t=max_t, grace_period=grace, reduction_factor=factor)
+    promotion = raw.get("promotion", "quota")
+    if promotion not in PROMOTIONS:
+        raise fail("asha.promotion", f"sweep key 'asha.promotion' must be one of {', '.join(PROMOTIONS)}, "
+                                     f"got {promotion!r}")
+    return AshaSettings(max_t=max_t, grace_period=grace, reduction_factor=factor, promotion=promotion)
 
 
 def _key_lines(text: str) -> dict[str, int]:
@@ -525,7 +534,8 @@ def _key_lines(text: str) -> dict[str, int]:
 def describe(spec: SweepSpec) -> str:
     """A few lines saying what the sweep will do, printed by the driver before it starts."""
     asha = (f"ASHA (max_t {spec.asha.max_t}, grace {spec.asha.grace_period}, "
-            f"reduction {spec.asha.reduction_factor})" if spec.asha else "no early stopping")
+            f"reduction {spec.asha.reduction_factor}, {spec.asha.promotion} promotion)" if spec.asha
+            else "no early stopping")
     seeds = trial_seeds(spec.seeds.sweep_seed, spec.seeds.repeats)
     lines = [f"sweep '{spec.name}' ({spec.task}) from {spec.source}: {spec.num_trials} configs x "
              f"{spec.seeds.repeats} seed(s) = {spec.total_trials} trials, {spec.max_concurrent} at a time, "

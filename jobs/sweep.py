@@ -5,9 +5,11 @@
 
 The spec is checked first (celeb.sweep.load_spec) and the data dir opened, so a typo fails once, on
 the driver, before any trial starts. Then one Tune run: `SeededOptunaSearch` (or seeded random
-search) proposes configs, `ASHAScheduler` stops poor ones at its rungs (metric and mode are set once,
-in TuneConfig), each trial gets `resources`, a failing trial is retried from its last checkpoint up
-to `max_failures` times, and the best `num_to_keep` checkpoints per trial are kept. At the end the
+search) proposes configs, `ASHAScheduler` stops poor ones at its rungs (metric and mode are set
+once, in TuneConfig; with `asha.promotion: quota`, the default, its bracket is `QuotaBracket`,
+which bounds how many trials each rung promotes), each trial gets `resources`, a failing trial is
+retried from its last checkpoint up to `max_failures` times, and the best `num_to_keep`
+checkpoints per trial are kept. At the end the
 trials are ranked (celeb.sweep.rank_trials), printed and written to <experiment>/ranking.csv.
 
 Resuming (`--resume`, after the driver or the head was killed) continues the same experiment dir:
@@ -46,7 +48,8 @@ import ray
 import ray._private.ray_constants as ray_constants
 import yaml
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.schedulers.async_hyperband import _Bracket
 from ray.tune.search import BasicVariantGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
@@ -141,6 +144,39 @@ class SeededOptunaSearch(OptunaSearch):
         self._completed_trials.add(group)
 
 
+class QuotaBracket(_Bracket):
+    """An ASHA bracket with a bounded promotion rule, after Li et al. (2020): of the n trials that
+    reached a rung, at most ceil(n / η) are ever promoted from it, each among the rung's best
+    ceil(n / η) when it arrives (the first trial at a rung goes on, so something always finishes).
+
+    Ray's own bracket lets any trial above the rung's current (1 − 1/η) percentile continue, with
+    no bound on how many do: the first trial at an empty rung always goes on, and when the searcher
+    improves over time (TPE), nearly every later trial beats the earlier ones and goes on too, so
+    far more than 1/η reach the top rung. Tune's stop-based scheduling cannot pause a trial and
+    promote it later, so a trial that arrives while the rung's quota is used up is stopped. Rewards
+    are Tune's (already negated for mode "min"), so higher is better.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.promoted: dict[int, set[str]] = {milestone: set() for milestone, _ in self._rungs}
+
+    def on_result(self, trial: Any, cur_iter: int, cur_rew: float | None) -> str:
+        for milestone, recorded in self._rungs:  # highest milestone first
+            if cur_iter < milestone or trial.trial_id in recorded:
+                continue
+            if cur_rew is None or not math.isfinite(cur_rew):
+                return super().on_result(trial, cur_iter, cur_rew)  # Ray's handling (it warns)
+            recorded[trial.trial_id] = cur_rew
+            quota = math.ceil(len(recorded) / self.rf)
+            best = sorted(recorded.values(), reverse=True)[:quota]
+            if len(self.promoted[milestone]) < quota and cur_rew >= best[-1]:
+                self.promoted[milestone].add(trial.trial_id)
+                return TrialScheduler.CONTINUE
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+
 class SchedulerState(tune.Callback):
     """Checkpoints a scheduler's bookkeeping (ASHA's rungs) with the experiment; Tune does not."""
 
@@ -192,10 +228,16 @@ def make_searcher(spec: SweepSpec) -> tuple[Searcher | BasicVariantGenerator, in
 
 
 def make_scheduler(spec: SweepSpec) -> ASHAScheduler | None:
+    """Tune's ASHAScheduler; with `promotion: quota` its bracket bounds promotions (QuotaBracket)."""
     if spec.asha is None:
         return None
-    return ASHAScheduler(time_attr=TIME_ATTR, max_t=spec.asha.max_t, grace_period=spec.asha.grace_period,
-                         reduction_factor=spec.asha.reduction_factor)
+    a = spec.asha
+    scheduler = ASHAScheduler(time_attr=TIME_ATTR, max_t=a.max_t, grace_period=a.grace_period,
+                              reduction_factor=a.reduction_factor)
+    if a.promotion == "quota":
+        scheduler._brackets = [QuotaBracket(min_t=a.grace_period, max_t=a.max_t, reduction_factor=a.reduction_factor,
+                                            s=0, stop_last_trials=scheduler._stop_last_trials)]
+    return scheduler
 
 
 def make_trainable(spec: SweepSpec, trainable: Callable | None = None):

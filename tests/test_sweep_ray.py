@@ -32,7 +32,8 @@ from ray import cloudpickle, tune  # noqa: E402
 
 from celeb.sweep import load_spec, trial_seeds  # noqa: E402
 from celeb.train import NonFiniteLossError  # noqa: E402
-from jobs.sweep import SeededOptunaSearch, run_sweep, search_space, start_local_ray  # noqa: E402
+from jobs.sweep import (QuotaBracket, SeededOptunaSearch, make_scheduler, run_sweep, search_space,  # noqa: E402
+                        start_local_ray)
 from celeb.tracking import offline_run_records  # noqa: E402
 from celeb.tracking import scalar_values as scalar_metrics  # noqa: E402
 
@@ -190,6 +191,41 @@ def test_short_trials_are_pruned_in_the_study_and_full_ones_complete(tmp_path):
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
                       optuna.trial.TrialState.FAIL]
     assert searcher._ot_study.trials[1].intermediate_values == {1: pytest.approx(searcher._ot_study.trials[1].params["lr"])}
+
+
+class FakeTrial:
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id = trial_id
+
+
+def run_bracket(bracket, rewards: list[float], milestone: int) -> list[str]:
+    """Each trial reaches `milestone` in turn with its reward; the bracket's decision for each."""
+    return [bracket.on_result(FakeTrial(f"t{i}"), milestone, reward) for i, reward in enumerate(rewards)]
+
+
+def test_quota_promotion_bounds_how_many_go_on_even_when_every_new_trial_is_better():
+    from ray.tune.schedulers import TrialScheduler
+    from ray.tune.schedulers.async_hyperband import _Bracket
+
+    improving = [float(i) for i in range(12)]  # each trial beats all before it (an improving searcher)
+    ray_decisions = run_bracket(_Bracket(min_t=1, max_t=9, reduction_factor=3, s=0), improving, 1)
+    quota_decisions = run_bracket(QuotaBracket(min_t=1, max_t=9, reduction_factor=3, s=0), improving, 1)
+    assert ray_decisions.count(TrialScheduler.CONTINUE) == 12  # Ray's percentile rule lets all of them on
+    assert quota_decisions.count(TrialScheduler.CONTINUE) == 4  # at most ceil(12 / 3)
+    # the first trial goes on; the next ones wait until the rung has room for another promotion
+    assert quota_decisions[:4] == [TrialScheduler.CONTINUE, TrialScheduler.STOP, TrialScheduler.STOP,
+                                   TrialScheduler.CONTINUE]
+    # only a trial among the rung's best third when it arrives is promoted
+    worsening = run_bracket(QuotaBracket(min_t=1, max_t=9, reduction_factor=3, s=0), improving[::-1], 1)
+    assert worsening == [TrialScheduler.CONTINUE] + [TrialScheduler.STOP] * 11
+
+
+def test_spec_promotion_picks_the_bracket(tmp_path):
+    spec = load_spec(REPO / "sweeps" / "smoke.yaml")
+    assert isinstance(make_scheduler(spec)._brackets[0], QuotaBracket)  # the default
+    percentile = load_spec(REPO / "sweeps" / "smoke.yaml", overrides={
+        "asha": {"max_t": 3, "grace_period": 1, "reduction_factor": 2, "promotion": "percentile"}})
+    assert type(make_scheduler(percentile)._brackets[0]).__name__ == "_Bracket"
 
 
 def test_trial_errors_survive_pickling_and_metrics_are_scalars():
@@ -510,3 +546,38 @@ def test_trials_on_a_lost_node_finish_elsewhere_from_their_checkpoints(tmp_path,
         # again (Tune's at-least-once); everything from the checkpoint on runs once, and nothing is lost.
         assert [r["epoch"] for r in later] == list(range(later[0]["start"] + 1, 6))
         assert later[0]["start"] <= first[-1]
+
+
+# ----------------------------------------------------------------------------- the demo's claim
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory) -> Path:
+    """The demo's data: 3,000 synthetic faces of 1,000 people, prepared (with their true factors) and split."""
+    from celeb.cli import main
+
+    root = tmp_path_factory.mktemp("demo")
+    assert main(["synth", str(root / "celeba"), "--n", "3000", "--identities", "1000", "--seed", "0"]) in (0, None)
+    assert main(["prepare", str(root / "celeba"), "--out", str(root / "data")]) in (0, None)
+    assert main(["split", str(root / "data"), "--strategy", "balanced", "--seed", "0"]) in (0, None)
+    return root / "data"
+
+
+@pytest.mark.slow
+def test_demo_sweep_review_top_checkpoint_labels_dims_with_their_true_factors(tmp_path, local_ray, demo_data):
+    """The demo's sweep (its first two configs, β = 1 and 4), then `celeb review` by MIG: the top-ranked
+    checkpoint labels at least three latent dims with the true generative factor of their attribute."""
+    from celeb.review import write_review
+
+    assert (demo_data / "factors.parquet").exists()  # celeb prepare copied the truth beside the table
+    overrides = {"data_dir": str(demo_data), "storage_path": str(tmp_path / "runs"), "num_trials": 2,
+                 "wandb": {"mode": "disabled"}}
+    table = run_sweep(REPO / "sweeps" / "demo.yaml", overrides=overrides)
+    assert sorted(table["cvae.beta"]) == [1.0, 4.0]
+    result = write_review([tmp_path / "runs" / "demo"], tmp_path / "review", "val/mig_fixed", top=1,
+                          export=tmp_path / "best.pt", progress=False, all_metrics=False)
+    top = result.cards[0].review
+    matched = top.dimensions[top.dimensions["label_matches"]]
+    assert len(matched) >= 3, top.dimensions[["dim", "label", "true_factor", "label_matches"]]
+    assert top.metrics["true_factor_matches"] == len(matched)
+    assert result.export.exists() and result.leaderboard.iloc[0]["val/mig_fixed"] == pytest.approx(table["best"].max())
