@@ -17,8 +17,11 @@ import csv
 import io
 import json
 import os
+import atexit
 import re
+import threading
 import warnings
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -223,6 +226,27 @@ def loggable_config(config: Mapping[str, Any], environ: Mapping[str, str] = os.e
     return clean(config)
 
 
+_OPEN_RUNS: weakref.WeakSet[WandbTracker] = weakref.WeakSet()
+
+
+def _finish_at_exit(tracker: WandbTracker) -> None:
+    """Finish `tracker`'s run, or wait for a finish in progress, when the process exits.
+
+    Ray ends a worker right after a trial that ASHA stopped returns, without waiting for the trial's
+    thread, and W&B's own exit hook then closes its service while the run is still finishing, so
+    an offline run would lose what it had buffered. Exit hooks run last-registered first; this one
+    is registered after wandb.init registered W&B's, so it runs before W&B tears down.
+    """
+    if not _OPEN_RUNS:
+        atexit.register(_finish_open_runs)
+    _OPEN_RUNS.add(tracker)
+
+
+def _finish_open_runs() -> None:
+    for tracker in list(_OPEN_RUNS):
+        tracker.finish()
+
+
 def scalar_values(metrics: Mapping[str, Any]) -> dict[str, int | float | bool]:
     """The numbers and bools among `metrics` (numpy/torch 0-d values become Python numbers)."""
     scalars: dict[str, int | float | bool] = {}
@@ -263,6 +287,7 @@ class WandbTracker:
         self.run: Any = None
         self.sync_dir: Path | None = None
         self.failed = False
+        self._finishing = threading.Lock()  # finish() may race with the process exiting (see _finish_at_exit)
         self._last_step: int | None = None
         if self.mode == "disabled":
             return
@@ -275,6 +300,7 @@ class WandbTracker:
                 dir=str(self.run_dir), mode=self.mode, tags=list(tags), job_type=job_type,
                 resume="allow" if run_id is not None else None, reinit="finish_previous")
             self.sync_dir = Path(self.run.settings.sync_dir)
+            _finish_at_exit(self)
             self.run.define_metric(STEP_METRIC)
             self.run.define_metric("*", step_metric=STEP_METRIC)
             resumed_step = self.run.summary.get(STEP_METRIC)  # an online resumed run knows its last step
@@ -335,15 +361,16 @@ class WandbTracker:
 
     def finish(self, exit_code: int | None = None) -> None:
         """Finish the W&B run (an offline run's file is then complete); later calls do nothing."""
-        run, self.run = self.run, None
-        if run is None:
-            return
-        if self.failed:  # already warned; still close the run so what was written is complete
-            with contextlib.suppress(Exception):
+        with self._finishing:
+            run, self.run = self.run, None
+            if run is None:
+                return
+            if self.failed:  # already warned; still close the run so what was written is complete
+                with contextlib.suppress(Exception):
+                    run.finish(exit_code=exit_code)
+                return
+            with self._guard("finishing the W&B run"):
                 run.finish(exit_code=exit_code)
-            return
-        with self._guard("finishing the W&B run"):
-            run.finish(exit_code=exit_code)
 
     def _log_row(self, row: dict[str, Any], step: int) -> None:
         step = int(step)
