@@ -57,6 +57,7 @@ class CVAEConfig:
     panel_faces: int = 3  # reference val faces in the traversal panels
     panel_steps: int = 7  # values per traversal row
     panel_span: float = 3.0  # each dim is swept over mean ± span·σ of its aggregate posterior
+    final_metrics: bool = False  # after the last epoch, also DCI, SAP and the β-VAE/FactorVAE scores (seconds)
 
 
 @dataclass

@@ -47,8 +47,12 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 }
 # Disentanglement scores a CVAE trial reports every epoch, from its validation latents against the
 # attributes it is not conditioned on (celeb.traversal.score_latents). The costlier metrics of
-# celeb.disentangle (DCI, SAP, the β-VAE and FactorVAE scores) run in `celeb review`, not per epoch.
+# celeb.disentangle (DCI, SAP, the β-VAE and FactorVAE scores) run in `celeb review`, and after a
+# trial's last epoch when its config sets cvae.final_metrics.
 DISENTANGLEMENT_METRICS = ("val/mig_fixed", "val/labelled_dims")
+# ... and, with `cvae.final_metrics: true`, after the last epoch only (so not for ASHA).
+FINAL_METRICS = ("val/dci_disentanglement_fixed", "val/dci_completeness_fixed", "val/dci_informativeness_fixed",
+                 "val/sap_fixed", "val/beta_vae_approx", "val/factor_vae_approx")
 
 
 class SweepSpecError(ValueError):
@@ -249,7 +253,7 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", lines: Mappin
     mode = _one_of(raw, "mode", ("min", "max"), fail)
     searcher = _one_of(raw, "searcher", SEARCHERS, fail, default="optuna")
     metric = _typed(raw, "metric", str, fail)
-    known_metrics = TASK_METRICS[task] + (DISENTANGLEMENT_METRICS if task == "cvae" else ())
+    known_metrics = TASK_METRICS[task] + (DISENTANGLEMENT_METRICS + FINAL_METRICS if task == "cvae" else ())
     if metric not in known_metrics:
         close = difflib.get_close_matches(metric, known_metrics, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"a {task} trial reports: {', '.join(known_metrics)}"
@@ -290,6 +294,13 @@ def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", lines: Mappin
         raise fail("optuna", f"optuna.points_to_evaluate has {len(optuna.points_to_evaluate)} points but "
                              f"num_trials is {num_trials}; raise num_trials or drop points")
     asha = _asha(raw.get("asha"), epochs, fail)
+    if metric in FINAL_METRICS:
+        if not fixed.get("cvae.final_metrics"):
+            raise fail("metric", f"'{metric}' is reported only with 'cvae.final_metrics: true' in 'fixed' "
+                                 "(it is computed once, after the last epoch); add it or rank by val/mig_fixed")
+        if asha is not None:
+            raise fail("asha", f"'{metric}' comes only after a trial's last epoch, so ASHA cannot stop on it; "
+                               "set 'asha: null' or rank by val/mig_fixed, which every epoch reports")
     wandb = _wandb(raw.get("wandb") or {}, fail)
 
     return SweepSpec(name=name, task=task, data_dir=data_dir, metric=metric, mode=mode, num_trials=num_trials,

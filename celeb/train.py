@@ -222,7 +222,10 @@ def fit(
                 model.eval()
                 with torch.no_grad(), autocast:
                     metrics.update(task.evaluate(model, val_loader, At(epoch, 0, steps_per_epoch, step)))
-                    visuals = task.visuals(raw_model, epoch + 1, final=epoch + 1 == config.epochs)
+                    final = epoch + 1 == config.epochs
+                    if final:
+                        metrics.update(task.final_metrics())
+                    visuals = task.visuals(raw_model, epoch + 1, final=final)
                 if not math.isfinite(metrics["val/loss"]):
                     raise NonFiniteLossError(epoch + 1, steps_per_epoch, metrics["val/loss"],
                                              max(scheduler.get_last_lr()), last_checkpoint, where="evaluation",
@@ -371,6 +374,20 @@ class CVAETask:
         free = [k for k in range(labels.shape[1]) if k not in self.cond_index.tolist()]
         return score_latents(mu, logvar, labels[:, free], [self.names[k] for k in free])
 
+    def final_metrics(self) -> dict[str, float]:
+        """With cvae.final_metrics, after the last epoch: every fixed-setting disentanglement score of
+        the val latents against the attributes the model is not conditioned on (a few seconds)."""
+        from celeb.traversal import fixed_metrics
+
+        if not self.config.cvae.final_metrics:
+            return {}
+        mu, _, labels = self.latents
+        free = [k for k in range(labels.shape[1]) if k not in self.cond_index.tolist()]
+        scores, note = fixed_metrics(mu, labels[:, free], [self.names[k] for k in free], self.config.seed)
+        if note:
+            warnings.warn(note, stacklevel=2)
+        return {f"val/{k}": v for k, v in scores.items() if k != "mig_fixed"}
+
     def visuals(self, model: nn.Module, epoch: int, final: bool) -> Visuals:
         """Reconstructions every evaluation; traversal panels and the dimension table every
         `cvae.panel_every` evaluations and after the last epoch."""
@@ -442,6 +459,9 @@ class ClassifierTask:
         metrics.update({f"val/baseline_{k}": baseline[k] for k in ("accuracy", "balanced_accuracy", "auroc")
                         if k in baseline})
         return metrics
+
+    def final_metrics(self) -> dict[str, float]:
+        return {}
 
     def visuals(self, model: nn.Module, epoch: int, final: bool) -> Visuals:
         return Visuals()

@@ -297,18 +297,27 @@ MIN_CLASS_ROWS = 5  # an attribute needs this many rows of each value to be scor
 
 def add_fixed_metrics(review: LatentReview, mu: np.ndarray, attributes: np.ndarray, names: Sequence[str],
                       seed: int) -> None:
-    """celeb.disentangle.evaluate_fixed on these latents, over attributes with both values common enough."""
+    """Add `fixed_metrics` of these latents to `review` (or a note saying why they were skipped)."""
+    scores, note = fixed_metrics(mu, attributes, names, seed)
+    review.metrics.update({k: v for k, v in scores.items() if k != "mig_fixed"})
+    if note:
+        review.notes.append(note)
+
+
+def fixed_metrics(mu: np.ndarray, attributes: np.ndarray, names: Sequence[str],
+                  seed: int) -> tuple[dict[str, float], str | None]:
+    """celeb.disentangle.evaluate_fixed (DCI with the fast estimator) over the attributes whose two
+    values both occur at least MIN_CLASS_ROWS times; ({}, why) when there is too little to fit."""
     from celeb.disentangle import evaluate_fixed
 
+    attributes = np.asarray(attributes, dtype=bool)
     positives = attributes.sum(axis=0)
     usable = (positives >= MIN_CLASS_ROWS) & (len(attributes) - positives >= MIN_CLASS_ROWS)
     try:
-        scores = evaluate_fixed(mu, attributes[:, usable], [n for n, u in zip(names, usable) if u], seed=seed,
-                                dci_estimator="hist", progress=False)
+        return evaluate_fixed(mu, attributes[:, usable], [n for n, u in zip(names, usable) if u], seed=seed,
+                              dci_estimator="hist", progress=False), None
     except ValueError as error:  # too few rows or attributes for a fitted metric
-        review.notes.append(f"fixed-setting metrics skipped: {error}")
-        return
-    review.metrics.update({k: v for k, v in scores.items() if k != "mig_fixed"})
+        return {}, f"fixed-setting metrics skipped: {error}"
 
 
 def latent_panels(model: nn.Module, x: Tensor, cond: Tensor | None, mu: np.ndarray, logvar: np.ndarray,

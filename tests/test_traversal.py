@@ -218,3 +218,21 @@ def test_fit_reports_mig_every_epoch_and_panels_every_panel_every_evaluations():
     table = recorder.tables[recorder.metrics[-1]["step"]]
     assert len(table) == 3 and {"dim", "label", "kl", "active", "best_attribute", "best_mi"} <= set(table)
     assert "Male" not in set(table["best_attribute"])  # the condition is not a latent's label
+
+
+def test_final_metrics_come_once_after_the_last_epoch_when_asked():
+    from celeb.config import config_from_dict
+    from celeb.dataset import CelebData
+    from celeb.train import fit
+
+    rng = np.random.default_rng(1)
+    labels = rng.random((100, 40)) < 0.4
+    images = np.where(labels[:, :3][:, None, None, :], 200, 40).astype(np.uint8).repeat(64, 1).repeat(64, 2)
+    data = CelebData(images, labels, np.array(["train"] * 40 + ["val"] * 60))
+    base = {"task": "cvae", "device": "cpu", "epochs": 2, "batch_size": 20, "num_recon": 0, "cvae.width": 4,
+            "cvae.latent_dim": 3, "cvae.conditions": ["Male"], "cvae.panel_every": 0}
+    history = fit(config_from_dict({**base, "cvae.final_metrics": True}), data).history
+    final = {"val/dci_disentanglement_fixed", "val/sap_fixed", "val/beta_vae_approx", "val/factor_vae_approx"}
+    assert final <= set(history[-1]) and not final & set(history[0])
+    assert all(0.0 <= history[-1][k] <= 1.0 for k in final)
+    assert not final & set(fit(config_from_dict(base), data).history[-1])  # off by default
