@@ -38,7 +38,7 @@ from celeb.checkpoint import (capture_rng_state, checkpoint_name, load_checkpoin
 from celeb.config import ConfigError, TrainConfig, config_to_dict, flatten
 from celeb.dataset import CelebData
 from celeb.tracking import NullTracker, Tracker
-from celeb.traversal import ACTIVE_DIM_NATS
+from celeb.traversal import ACTIVE_DIM_NATS, images_as_tensor
 
 
 class NonFiniteLossError(RuntimeError):
@@ -354,15 +354,16 @@ class CVAETask:
                 sums[name] = sums.get(name, 0.0) + value.detach().float()
             kl_per_dim = kl_per_dim + parts.kl_per_dim.detach().float() * b
             n += b
-            mus.append(out.mu.float().cpu())
-            logvars.append(out.logvar.float().cpu())
-            labels.append(y.bool().cpu())
+            mus.append(out.mu.float())
+            logvars.append(out.logvar.float())
+            labels.append(y.bool())
         metrics = {f"val/{k}": (v / n).item() for k, v in sums.items()}
         metrics["val/neg_elbo"] = metrics["val/recon"] + metrics["val/kl"]
         per_dim = (kl_per_dim / n).cpu()
         metrics["val/kl_per_dim"] = per_dim.tolist()
         metrics["val/active_dims"] = int((per_dim > ACTIVE_DIM_NATS).sum())
-        self.latents = (torch.cat(mus).numpy(), torch.cat(logvars).numpy(), torch.cat(labels).numpy())
+        # one device-to-host copy after the loop, not a GPU sync per batch
+        self.latents = tuple(torch.cat(parts).cpu().numpy() for parts in (mus, logvars, labels))
         self.dimensions, scores = self.score(*self.latents)
         metrics.update({f"val/{k}": v for k, v in scores.items() if k != "active_dims"})
         return metrics
@@ -579,9 +580,8 @@ def mean_image(images: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> Tenso
 
 def images_to_tensor(data: CelebData, rows: np.ndarray, device: torch.device) -> tuple[Tensor, Tensor]:
     """A few images as float (B, 3, H, W) in [0, 1] and their labels as float (B, K)."""
-    x = torch.from_numpy(np.ascontiguousarray(data.images[rows])).permute(0, 3, 1, 2).float().div(255.0)
     y = torch.from_numpy(np.asarray(data.labels[rows], dtype=np.float32))
-    return x.to(device), y.to(device)
+    return images_as_tensor(data.images[rows], device), y.to(device)
 
 
 def recon_error(logits: Tensor, x: Tensor, kind: str) -> Tensor:
