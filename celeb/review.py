@@ -164,12 +164,10 @@ def checkpoint_row(trial: str, directory: Path, meta: dict[str, Any]) -> dict[st
 
 def effective_beta(flat_config: dict[str, Any]) -> float:
     """The KL weight a CVAE config trains with: cvae.beta, or the one cvae.beta_norm implies."""
-    from celeb.models import normalized_beta_to_beta
+    from celeb.models import effective_beta as kl_weight
 
-    if flat_config.get("cvae.beta_norm") is not None:
-        return normalized_beta_to_beta(flat_config["cvae.beta_norm"], flat_config.get("cvae.latent_dim", 64),
-                                       flat_config.get("data.image_size", 64))
-    return float(flat_config.get("cvae.beta", 1.0))
+    return kl_weight(flat_config.get("cvae.beta", 1.0), flat_config.get("cvae.beta_norm"),
+                     flat_config.get("cvae.latent_dim", 64), flat_config.get("data.image_size", 64))
 
 
 def checkpoint_table(rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -279,15 +279,14 @@ class CVAETask:
     """Conditional β-VAE: loss = recon + β·KL (or β·|KL − C| with a capacity schedule)."""
 
     def __init__(self, config: TrainConfig, data: CelebData, device: torch.device) -> None:
-        from celeb.models import normalized_beta_to_beta
+        from celeb.models import effective_beta
 
         c = config.cvae
         self.config, self.device = config, device
         self.augment = config.data.augment
         self.image_size = image_size_of(data)
         self.cond_index = torch.tensor(data.attribute_index(c.conditions), dtype=torch.long, device=device)
-        self.beta = (normalized_beta_to_beta(c.beta_norm, c.latent_dim, self.image_size)
-                     if c.beta_norm is not None else c.beta)
+        self.beta = effective_beta(c.beta, c.beta_norm, c.latent_dim, self.image_size)
         train_idx, val_idx = split_indices(data, config.data.split)
         self.mean_image = mean_image(data.images, train_idx).to(device)  # (3, H, W) in [0, 1]
         self.show_x, self.show_y = images_to_tensor(data, val_idx[: config.num_recon], device)

@@ -204,6 +204,11 @@ def normalized_beta_to_beta(beta_norm: float, latent_dim: int, image_size: int, 
     return beta_norm * channels * image_size**2 / latent_dim
 
 
+def effective_beta(beta: float, beta_norm: float | None, latent_dim: int, image_size: int) -> float:
+    """The KL weight a CVAE trains with: `beta`, or the one `beta_norm` implies when it is set."""
+    return normalized_beta_to_beta(beta_norm, latent_dim, image_size) if beta_norm is not None else float(beta)
+
+
 def kl_weight_schedule(
     epoch: int, step_in_epoch: int, steps_per_epoch: int, beta: float, warmup_epochs: float = 0.0
 ) -> float:
