@@ -6,7 +6,9 @@ early-stopping counter, metric history) and every random number generator's stat
 CUDA, numpy, Python's `random`, and the generators the loop owns). It is loaded with
 `torch.load(weights_only=True)`, so it holds only tensors and plain containers: numpy's and
 Python's RNG states are converted to tensors and lists. meta.json is a small human-readable
-summary (epoch, metrics, config, code version).
+summary (epoch, metrics, config, code version). The folder is sealed last (celeb.sealed: a
+manifest of every file's size and hash), so a checkpoint cut short while written, or while copied
+to storage, is recognised and never resumed from.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 
 import celeb
+from celeb import sealed
 from celeb.atomic import atomic_path, write_text_atomic
 
 STATE_FILE = "state.pt"
@@ -75,7 +78,7 @@ def save_checkpoint(
     rng_state: dict[str, Any],
     loop_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write directory/state.pt (atomically) and directory/meta.json; return the directory.
+    """Write directory/state.pt and directory/meta.json (each atomically), then seal the folder; return it.
 
     `epoch` is the number of epochs completed; `loop_state` is the training loop's own counters.
     """
@@ -98,15 +101,24 @@ def save_checkpoint(
         torch.save(state, tmp)
     meta = {"epoch": int(epoch), "step": int(step), "metrics": metrics, "config": config, "code": code_version()}
     write_text_atomic(directory / META_FILE, json.dumps(meta, indent=2) + "\n")
+    sealed.seal(directory, {"epoch": int(epoch), "step": int(step)})
     return directory
 
 
 def load_checkpoint(directory: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by `save_checkpoint` (tensors and plain containers only)."""
+    """Read a checkpoint written by `save_checkpoint` (tensors and plain containers only).
+
+    A folder that is not a complete, sealed checkpoint is an IncompleteFolderError naming it.
+    """
     path = Path(directory) / STATE_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: {directory} is not a complete checkpoint directory "
                                 "(expected the epoch_NNN folder that holds state.pt)")
+    try:
+        sealed.check(directory)
+    except sealed.IncompleteFolderError as error:
+        raise sealed.IncompleteFolderError(f"checkpoint {directory} is incomplete: {error}; resume from an "
+                                           "earlier checkpoint of the run") from None
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
@@ -116,7 +128,7 @@ def checkpoint_name(epoch: int) -> str:
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
-    """Complete checkpoint folders under `root`, oldest epoch first."""
+    """Checkpoint folders under `root` holding a state file, oldest epoch first (check them with celeb.sealed)."""
     root = Path(root)
     if not root.is_dir():
         return []

@@ -7,6 +7,7 @@
     celeb sweep SPEC.yaml [--resume]        a Ray Tune sweep (Optuna + ASHA), local or on a cluster
     celeb review SWEEP_DIR --metric M       rank checkpoints, an HTML page of the best, export one
     celeb traverse CHECKPOINT               latent traversal panels and dimension table of one CVAE
+    celeb wandb SWEEP_DIR [--upload]        write (or upload) W&B runs from sweep and run folders
 
 Each sub-command is a thin wrapper over a library function; heavy imports happen inside them so
 that `celeb --help` is instant.
@@ -136,6 +137,16 @@ def _cmd_review(args: argparse.Namespace) -> None:
         print(f"exported:    {result.export} (best: {board.iloc[0]['trial']} epoch {board.iloc[0]['epoch']})")
 
 
+def _cmd_wandb(args: argparse.Namespace) -> None:
+    from celeb.records import write_records
+
+    report = write_records([Path(r) for r in args.roots], upload=args.upload, rebuild=args.rebuild,
+                           project=args.project)
+    print(report.describe(" ".join(args.roots)))
+    if report.not_uploaded and args.upload:
+        raise SystemExit(f"celeb wandb: {len(report.not_uploaded)} segments were not uploaded; run it again later")
+
+
 def _cmd_traverse(args: argparse.Namespace) -> None:
     from celeb.review import write_traversal
 
@@ -246,6 +257,20 @@ def build_parser() -> argparse.ArgumentParser:
     traverse.add_argument("--active-only", action="store_true", help="leave inactive (collapsed) dims out")
     traverse.add_argument("--images", type=int, default=2000, help="val images to evaluate latents on (default 2000)")
     traverse.set_defaults(func=_cmd_traverse)
+
+    records = commands.add_parser(
+        "wandb", help="write each run's W&B record from its folder (after a killed driver), or upload them",
+        description="Bring the W&B runs of sweep trials and local runs up to date with their folders: every "
+                    "finished epoch, its panels and tables, the best epoch as summary, and how the run ended. "
+                    "Records are written offline under each folder's wandb/; --upload sends those not yet "
+                    "uploaded (e.g. after a W&B outage; needs WANDB_API_KEY).")
+    records.add_argument("roots", nargs="+", metavar="SWEEP_DIR", help="sweep folders or run folders")
+    records.add_argument("--upload", action="store_true", help="also upload every segment not yet uploaded")
+    records.add_argument("--rebuild", action="store_true",
+                         help="delete the records there first and write them again from the folders")
+    records.add_argument("--project", default=None, help="W&B project for runs that have no record yet "
+                                                         "(default: the one recorded, else celeb)")
+    records.set_defaults(func=_cmd_wandb)
     return parser
 
 

@@ -9,7 +9,8 @@ progress bar, and leaves everything in one run dir:
                       reconstructions.png     CVAE: val originals (top) above reconstructions
                       traversal.png, ...      CVAE: latent traversal, condition sweeps, KL chart,
                       dimensions.csv          and the labelled latent dims (celeb.traversal)
-                      wandb/                  with --wandb PROJECT: the W&B run (offline without a key)
+                      wandb/                  with --wandb PROJECT: the W&B run, written from the files
+                                              above (celeb.records; uploaded with WANDB_API_KEY)
                       balanced_accuracy.png   classifier: per-attribute balanced accuracy on val
 """
 
@@ -64,17 +65,32 @@ def run_local(task: str, config_path: Path, overrides: list[str], run_dir: Path 
         shown = "  ".join(f"{k} {_fmt(metrics[k])}" for k in SHOWN_METRICS[task] if k in metrics)
         tqdm.write(f"epoch {metrics['epoch']}/{config.epochs}  {shown}")
 
-    tracker = LocalTracker(run_dir)
+    records, info = None, None
     if wandb_project is not None:
-        from celeb.tracking import MultiTracker, WandbTracker
+        from celeb.records import RecordKeeper, RunInfo, run_id_of
 
-        tracker = MultiTracker(tracker, WandbTracker(project=wandb_project, group="local", name=run_dir.name,
-                                                     config=config_to_dict(config), run_dir=run_dir, job_type=task))
+        records = RecordKeeper("auto").start()
+        info = RunInfo(run_id=run_id_of(run_dir), name=run_dir.name, group="local", project=wandb_project,
+                       config=config_to_dict(config), job_type=task, metric=config.early_stopping_metric,
+                       mode=config.early_stopping_mode)
+
+    def report_and_record(metrics: dict[str, Any], checkpoint_dir: Path) -> None:
+        report(metrics, checkpoint_dir)
+        if records is not None:
+            records.update(str(run_dir), info)
+
+    state = resume_point(Path(resume)) if resume is not None else None
     try:
-        result = fit(config, data, tracker=tracker, on_epoch_end=report, run_dir=run_dir,
-                     progress=progress, state=Path(resume) if resume is not None else None)
-    finally:
-        tracker.finish()
+        result = fit(config, data, tracker=LocalTracker(run_dir), on_epoch_end=report_and_record, run_dir=run_dir,
+                     progress=progress, state=state)
+    except BaseException:
+        if records is not None:
+            records.close(str(run_dir), info, "failed")
+            records.drain()
+        raise
+    if records is not None:
+        records.close(str(run_dir), info, "finished")
+        print(records.drain().describe(str(run_dir.parent)))
 
     summary = {"task": task, "best_epoch": result.best_epoch, "best_metric": result.best_metric,
                "best_metric_name": config.early_stopping_metric, "stopped_early": result.stopped_early,
@@ -102,6 +118,24 @@ def run_local(task: str, config_path: Path, overrides: list[str], run_dir: Path 
     if result.stopped_early:
         print(f"  stopped early: no improvement in {config.early_stopping_patience} evaluations")
     return run_dir
+
+
+def resume_point(checkpoint: Path) -> Path:
+    """`--resume CHECKPOINT`, or the newest complete checkpoint before it when it is cut short
+    (the run says which it passed over, and why)."""
+    from celeb import sealed
+
+    if not checkpoint.is_dir():
+        raise FileNotFoundError(f"--resume {checkpoint}: no such checkpoint folder (expected "
+                                "runs/<run>/checkpoints/epoch_NNN)")
+    siblings = [p for p in checkpoint.parent.glob("epoch_*") if p.name <= checkpoint.name]
+    choice = sealed.newest_complete([checkpoint, *siblings])
+    if choice.path is None:
+        raise sealed.IncompleteFolderError(f"--resume {checkpoint}: {choice.describe()}; start the run again "
+                                           "without --resume")
+    if choice.describe():
+        print(f"resume: {choice.describe()}")
+    return Path(choice.path)
 
 
 def task_config(task: str, config_path: Path, overrides: list[str]) -> TrainConfig:

@@ -12,8 +12,9 @@ Seed policy ("fixed random seeds"): a sweep has one `sweep_seed`. Each sampled c
 uses the same seed, so configs are compared on the same random draws (paired comparisons). The
 searcher's own seed (`optuna.seed`) defaults to the sweep seed.
 
-Tracking (`wandb`): every trial is one W&B run in the project, grouped by sweep name; `mode: auto`
-logs online when WANDB_API_KEY is in the environment and offline otherwise (celeb.tracking).
+Tracking (`wandb`): every trial is one W&B run in the project, grouped by sweep name, written by the
+driver from the trial's folder (celeb.records); `mode: auto` uploads when WANDB_API_KEY is in the
+environment and keeps the records offline otherwise.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ import pandas as pd
 import yaml
 
 from celeb.config import ConfigError, TrainConfig, config_from_dict, flatten, validate_keys
+from celeb.records import WANDB_MODES
 
 PARAM_TYPES = ("uniform", "loguniform", "int", "choice")
 SEARCHERS = ("optuna", "random")
-WANDB_MODES = ("auto", "online", "offline", "disabled")
 PROMOTIONS = ("quota", "percentile")
 REPEAT_KEY = "repeat"  # the one key in a trial's config that is not a trainer key: its repeat index
 OWNED_KEYS = {"seed": "seeds.sweep_seed", "task": "task", "data.data_dir": "data_dir"}  # set by the spec itself
@@ -116,6 +117,7 @@ class WandbSettings:
     mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: online iff WANDB_API_KEY is set
     log_checkpoint: bool = False  # upload each trial's best checkpoint as a model artifact at its end
     tags: tuple[str, ...] = ()
+    upload_every_s: float = 300.0  # online: a trial's record is uploaded at its end and at least this often
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,7 @@ NESTED = {
     "asha": {"max_t", "grace_period", "reduction_factor", "promotion"},
     "seeds": {"sweep_seed", "repeats"},
     "checkpoint": {"num_to_keep"},
-    "wandb": {"project", "entity", "mode", "log_checkpoint", "tags"},
+    "wandb": {"project", "entity", "mode", "log_checkpoint", "tags", "upload_every_s"},
 }
 REQUIRED = ("name", "task", "data_dir", "metric", "mode", "num_trials")
 
@@ -367,9 +369,13 @@ def _wandb(raw: Mapping[str, Any], fail) -> WandbSettings:
     mode = raw.get("mode", "auto")
     if mode not in WANDB_MODES:
         raise fail("wandb.mode", f"sweep key 'wandb.mode' must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
+    upload_every_s = raw.get("upload_every_s", WandbSettings.upload_every_s)
+    if isinstance(upload_every_s, bool) or not isinstance(upload_every_s, (int, float)) or upload_every_s <= 0:
+        raise fail("wandb.upload_every_s", "sweep key 'wandb.upload_every_s' must be a positive number of seconds, "
+                   f"got {upload_every_s!r}")
     return WandbSettings(project=project, entity=_typed(raw, "entity", str, fail, prefix="wandb."), mode=mode,
                          log_checkpoint=_typed(raw, "log_checkpoint", bool, fail, default=False, prefix="wandb."),
-                         tags=tuple(tags))
+                         tags=tuple(tags), upload_every_s=float(upload_every_s))
 
 
 def _local_or_uri(value: str, base_dir: str | Path | None) -> str:

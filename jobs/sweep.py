@@ -43,7 +43,6 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
-import pyarrow.fs
 import ray
 import ray._private.ray_constants as ray_constants
 import yaml
@@ -53,9 +52,10 @@ from ray.tune.schedulers.async_hyperband import _Bracket
 from ray.tune.search import BasicVariantGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from celeb.atomic import write_text_atomic
+from celeb import runfolder, storage
 from celeb.sweep import (SweepSpec, SweepSpecError, base_trial_config, describe, format_table, load_spec,
                          rank_trials, summarize_configs, trial_dirname, trial_seeds)
+from jobs.records import REPORT_FILE, WandbRecords, read_report
 from jobs.trial import train_trial
 
 TIME_ATTR = "epoch"  # ASHA's clock: the trainer's own epoch count, which survives restarts
@@ -241,12 +241,19 @@ def make_scheduler(spec: SweepSpec) -> ASHAScheduler | None:
 
 
 def make_trainable(spec: SweepSpec, trainable: Callable | None = None):
-    """The trial function with the spec's resources; the real one also gets the W&B settings."""
-    if trainable is None:
-        local = "://" not in spec.experiment_path
-        trainable = tune.with_parameters(train_trial, wandb=spec.wandb,
-                                         experiment_dir=spec.experiment_path if local else None)
+    """The trial function (config, experiment_path) with the spec's experiment folder and resources."""
+    trainable = tune.with_parameters(trainable or train_trial, experiment_path=spec.experiment_path)
     return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+def make_callbacks(spec: SweepSpec, scheduler: ASHAScheduler | None) -> list[tune.Callback]:
+    """The driver's callbacks: W&B records written from the trial folders, and ASHA's saved rungs."""
+    callbacks: list[tune.Callback] = []
+    if spec.wandb.mode != "disabled":
+        callbacks.append(WandbRecords(spec.wandb, spec.experiment_path, spec.name, spec.metric, spec.mode))
+    if scheduler is not None:
+        callbacks.append(SchedulerState(scheduler))
+    return callbacks
 
 
 def build_tuner(spec: SweepSpec, trainable: Callable | None = None) -> tune.Tuner:
@@ -269,7 +276,7 @@ def build_tuner(spec: SweepSpec, trainable: Callable | None = None) -> tune.Tune
             checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep,
                                                     checkpoint_score_attribute=spec.metric,
                                                     checkpoint_score_order=spec.mode),
-            callbacks=[SchedulerState(scheduler)] if scheduler is not None else None))
+            callbacks=make_callbacks(spec, scheduler)))
 
 
 def restore_tuner(spec: SweepSpec, trainable: Callable | None = None) -> tune.Tuner:
@@ -317,10 +324,14 @@ def run_sweep(spec_path: str | Path, resume: bool = False, address: str | None =
                                      f"{spec.experiment_path}; pass --resume to continue it, or change 'name'")
             write_to_storage(spec.experiment_path, SPEC_FILE, json.dumps(spec_record(spec), indent=2))
             tuner = build_tuner(spec, trainable)
+        storage.write_text(storage.join(spec.experiment_path, REPORT_FILE), "")  # this session's report, once written
         results = tuner.fit()
     finally:
         if started_ray:
             ray.shutdown()
+    records = read_report(spec.experiment_path)
+    if records is not None:
+        print(records.describe(spec.experiment_path))
     table = rank_trials(ranking_rows(results, spec), spec.metric, spec.mode)
     write_to_storage(spec.experiment_path, RANKING_FILE, table.to_csv(index=False))
     print(f"\n{spec.name}: {len(table)} trials ranked by {spec.mode} {spec.metric} "
@@ -372,20 +383,19 @@ def check_data_dir(spec: SweepSpec) -> None:
 
 
 def ranking_rows(results: tune.ResultGrid, spec: SweepSpec) -> list[dict[str, Any]]:
-    """One row per trial for celeb.sweep.rank_trials, from Tune's results."""
+    """One row per trial for celeb.sweep.rank_trials: Tune's results for the config, the status and
+    the checkpoint; the trial's own folder for its epochs (after a resume from an older experiment
+    snapshot, Tune's record of a trial can lack epochs its folder holds)."""
     seeds = trial_seeds(spec.seeds.sweep_seed, spec.seeds.repeats)
     rows = []
     for result in results:
         config = result.config or {}
-        history = result.metrics_dataframe
-        best = best_epoch = None
-        epochs_run = 0
-        if history is not None and spec.metric in history and history[spec.metric].notna().any():
-            values = history[spec.metric].astype(float)
-            index = values.idxmin() if spec.mode == "min" else values.idxmax()
-            best = float(values[index])
-            best_epoch = int(history.loc[index, TIME_ATTR]) if TIME_ATTR in history else None
-            epochs_run = int(history[TIME_ATTR].max()) if TIME_ATTR in history else len(history)
+        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name.removeprefix("trial_")
+        epochs = runfolder.epoch_rows(runfolder.read_rows(storage.join(spec.experiment_path, trial_dirname(trial_id))))
+        if not epochs and result.metrics_dataframe is not None:  # a trainable that keeps no run folder
+            epochs = [{**row, runfolder.STEP: i} for i, row in enumerate(result.metrics_dataframe.to_dict("records"))]
+        best = runfolder.best_row(epochs, spec.metric, spec.mode)
+        epochs_run = max((int(row.get(TIME_ATTR, 0)) for row in epochs), default=0)
         checkpoint = None
         if result.best_checkpoints:
             try:
@@ -396,9 +406,9 @@ def ranking_rows(results: tune.ResultGrid, spec: SweepSpec) -> list[dict[str, An
         full = spec.asha.max_t if spec.asha else spec.epochs
         status = "error" if result.error else ("complete" if epochs_run >= full else "stopped")
         rows.append({
-            "trial_id": (result.metrics or {}).get("trial_id") or Path(result.path).name.removeprefix("trial_"),
-            "status": status, "params": {p.name: config.get(p.name) for p in spec.search}, "seed": seed,
-            "repeat": seeds.index(seed) if seed in seeds else None, "best": best, "best_epoch": best_epoch,
+            "trial_id": trial_id, "status": status, "params": {p.name: config.get(p.name) for p in spec.search},
+            "seed": seed, "repeat": seeds.index(seed) if seed in seeds else None,
+            "best": float(best[spec.metric]) if best else None, "best_epoch": best.get(TIME_ATTR) if best else None,
             "epochs_run": epochs_run, "checkpoint": checkpoint.path if checkpoint is not None else None,
             "error": _first_line(result.error)})
     return rows
@@ -428,25 +438,12 @@ def read_stored_spec(spec: SweepSpec) -> dict[str, Any] | None:
 
 
 def write_to_storage(experiment: str, name: str, text: str) -> None:
-    """Write a small text file into the experiment dir: local (atomically) or s3:// / gs://."""
-    if "://" not in experiment:
-        write_text_atomic(Path(experiment) / name, text)
-        return
-    fs, path = pyarrow.fs.FileSystem.from_uri(experiment)
-    fs.create_dir(path, recursive=True)
-    with fs.open_output_stream(f"{path}/{name}") as f:
-        f.write(text.encode("utf-8"))
+    """Write a small text file into the experiment dir (local: atomically; or s3:// / gs://)."""
+    storage.write_text(storage.join(experiment, name), text)
 
 
 def read_from_storage(experiment: str, name: str) -> str | None:
-    if "://" not in experiment:
-        target = Path(experiment) / name
-        return target.read_text(encoding="utf-8") if target.exists() else None
-    fs, path = pyarrow.fs.FileSystem.from_uri(experiment)
-    if fs.get_file_info(f"{path}/{name}").type == pyarrow.fs.FileType.NotFound:
-        return None
-    with fs.open_input_stream(f"{path}/{name}") as f:
-        return f.read().decode("utf-8")
+    return storage.read_text(storage.join(experiment, name))
 
 
 # ----------------------------------------------------------------------------- command line

@@ -125,6 +125,18 @@ def test_checkpoint_holds_everything_and_loads_weights_only(data64, tmp_path):
     assert set(list_checkpoints(tmp_path / "checkpoints")) <= {result.last_checkpoint, result.best_checkpoint}
 
 
+def test_a_checkpoint_is_sealed_and_one_cut_short_is_refused(data64, tmp_path):
+    from celeb import sealed
+
+    result = fit(tiny("cvae", epochs=1), data64, run_dir=tmp_path)
+    assert sealed.check(result.last_checkpoint) == {"epoch": 1, "step": result.history[-1]["step"]}
+    state = result.last_checkpoint / "state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # killed mid-copy
+    with pytest.raises(sealed.IncompleteFolderError, match=rf"checkpoint {result.last_checkpoint} is incomplete: "
+                                                           r"state\.pt has .* bytes, its manifest says"):
+        load_checkpoint(result.last_checkpoint)
+
+
 def test_rng_state_round_trip():
     generator = torch.Generator().manual_seed(5)
     state = capture_rng_state({"noise": generator})
