@@ -807,9 +807,10 @@ def find_run_folders(roots: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return sorted(found)
 
 
-def run_info_of(folder: Path, project: str | None = None) -> RunInfo:
+def run_info_of(folder: str | os.PathLike[str], project: str | None = None) -> RunInfo:
     """Who a run folder is in W&B: as its ledger says, else as the folder says (a sweep trial's
     params.json and its sweep's sweep_spec.json, or a local run's config.yaml)."""
+    folder = Path(folder)
     ledger = Ledger.read(folder)
     if ledger is not None:
         info = ledger.info

@@ -23,7 +23,8 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from celeb import storage
-from celeb.records import RecordKeeper, RecordReport, RunInfo
+from celeb.records import RecordKeeper, RecordReport, RunInfo, run_info_of
+from celeb.runfolder import METRICS_FILE
 from celeb.sweep import WandbSettings, trial_dirname
 
 REPORT_FILE = "wandb_report.json"
@@ -43,6 +44,15 @@ class WandbRecords(tune.Callback):
 
     def setup(self, **info: Any) -> None:
         self.keeper = RecordKeeper(self.settings.mode, upload_every_s=self.settings.upload_every_s).start()
+
+    def orphans(self, trials: list[Trial]) -> list[str]:
+        """Trial folders of this experiment that none of Tune's trials owns (local storage only)."""
+        if storage.is_uri(self.experiment_path):
+            return []
+        known = {trial_dirname(t.trial_id) for t in trials}
+        return [storage.join(self.experiment_path, name) for name in storage.list_names(self.experiment_path, dirs=True)
+                if name.startswith(trial_dirname("")) and name not in known
+                and storage.exists(storage.join(self.experiment_path, name, METRICS_FILE))]
 
     def folder(self, trial: Trial) -> str:
         return storage.join(self.experiment_path, trial_dirname(trial.trial_id))
@@ -68,6 +78,10 @@ class WandbRecords(tune.Callback):
             over = trial.status in (Trial.TERMINATED, Trial.ERROR)
             state = "failed" if trial.status == Trial.ERROR else "finished"
             self.keeper.close(self.folder(trial), self.run_info(trial), state, final=over)
+        for folder in self.orphans(trials):
+            # A trial that started after Tune's last snapshot before a killed driver: Tune does not
+            # know it any more, but what it finished is recorded (and its run closed) all the same.
+            self.keeper.close(folder, run_info_of(folder, self.settings.project), "finished", final=False)
         report = self.keeper.drain()
         storage.write_text(storage.join(self.experiment_path, REPORT_FILE),
                            json.dumps(dataclasses.asdict(report), indent=1) + "\n")
