@@ -52,7 +52,7 @@ demo() {
   echo "  $out/runs/sweeps/demo/review/review.html   the review: top trials' traversals, labelled dims, leaderboard"
   echo "  $out/best.pt, $out/best_traverse/          the exported best checkpoint and its panels"
   echo "  $out/runs/sweeps/demo/ranking.csv          the sweep's trials, ranked, with their checkpoints"
-  echo "  $out/runs/sweeps/demo/trial_*/wandb/       one offline W&B run per trial: wandb sync <offline-run dir>"
+  echo "  $out/runs/sweeps/demo/trial_*/wandb/       each trial's W&B record (offline): celeb wandb $out/runs/sweeps/demo --upload"
   echo "  $out/runs/cvae/                            a local debug run: traversal.png, reconstructions.png, metrics.csv"
   echo "  $out/data/splits/balanced/report.md        the split's balance report (+ prevalence.png, correlation.png)"
   echo "  $out/celeba/img_align_celeba/              the synthetic faces (CelebA layout)"

@@ -330,7 +330,7 @@ class RecordWriter:
         import wandb
 
         summary = self._summary()
-        path = best_checkpoint_dir(self.folder, summary["best_epoch"]) if summary.get("best_epoch") else None
+        path = runfolder.checkpoint_of_epoch(self.folder, summary["best_epoch"]) if summary.get("best_epoch") else None
         if path is None:
             return
         artifact = wandb.Artifact(f"model-{self.info.run_id}".replace("/", "-"), type="model", metadata=summary)
@@ -347,19 +347,6 @@ class RecordWriter:
             with contextlib.suppress(OSError):
                 self.staging.parent.rmdir()  # the staging folder itself, once no writer uses it
             self.staging = None
-
-
-def best_checkpoint_dir(folder: str, epoch: int) -> str | None:
-    """The complete checkpoint of `epoch` in a run folder (Tune's checkpoint_* or fit's checkpoints/epoch_*)."""
-    candidates = [storage.join(folder, name) for name in storage.list_names(folder, dirs=True)
-                  if name.startswith("checkpoint_")]
-    candidates += [storage.join(folder, "checkpoints", name)
-                   for name in storage.list_names(storage.join(folder, "checkpoints"), dirs=True)]
-    for path in candidates:
-        with contextlib.suppress(sealed.IncompleteFolderError):
-            if sealed.check(path, hashes=False).get("epoch") == epoch:
-                return path
-    return None
 
 
 def new_staging_dir(folder: str) -> Path:

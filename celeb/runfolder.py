@@ -146,6 +146,24 @@ def best_row(rows: Sequence[Mapping[str, Any]], metric: str, mode: str) -> dict[
     return dict(pick(scored, key=lambda row: row[metric]))
 
 
+def checkpoint_of_epoch(folder: str | os.PathLike[str], epoch: int) -> str | None:
+    """The complete checkpoint of `epoch` kept in a run folder (a sweep trial's checkpoint_*, Tune's,
+    or a local run's checkpoints/epoch_*), or None."""
+    from celeb import sealed
+
+    candidates = [storage.join(folder, name) for name in storage.list_names(folder, dirs=True)
+                  if name.startswith("checkpoint_")]
+    candidates += [storage.join(folder, "checkpoints", name)
+                   for name in storage.list_names(storage.join(folder, "checkpoints"), dirs=True)]
+    for path in candidates:
+        try:
+            if sealed.check(path, hashes=False).get("epoch") == epoch:
+                return path
+        except sealed.IncompleteFolderError:
+            continue
+    return None
+
+
 def record_start(folder: str | os.PathLike[str], start: Mapping[str, Any]) -> None:
     """Note one start of a run in folder/starts.jsonl (e.g. from_epoch, checkpoint, fallback)."""
     append_line(Path(folder) / STARTS_FILE, start)

@@ -56,6 +56,7 @@ from celeb import runfolder, storage
 from celeb.sweep import (SweepSpec, SweepSpecError, base_trial_config, describe, format_table, load_spec,
                          rank_trials, summarize_configs, trial_dirname, trial_seeds)
 from jobs.records import REPORT_FILE, WandbRecords, read_report
+from jobs.resume import fill_pruned_checkpoints, remove_placeholders, write_orphans
 from jobs.trial import train_trial
 
 TIME_ATTR = "epoch"  # ASHA's clock: the trainer's own epoch count, which survives restarts
@@ -293,6 +294,10 @@ def restore_tuner(spec: SweepSpec, trainable: Callable | None = None) -> tune.Tu
             raise SweepSpecError(f"{spec.source}: --resume: the spec changed since the sweep started "
                                  f"({', '.join(changed)} differ from {path}/{SPEC_FILE}); a resumed sweep "
                                  "keeps its search space, so restore the spec or start a sweep with a new name")
+    # Trials Tune's last snapshot does not know (started just before a killed driver) are listed,
+    # so that the new trials the searcher suggests for their configs adopt them (jobs.resume).
+    write_orphans(path, tune.ExperimentAnalysis(path).results)
+    fill_pruned_checkpoints(path)
     return tune.Tuner.restore(path, make_trainable(spec, trainable), resume_unfinished=True, resume_errored=True)
 
 
@@ -326,6 +331,7 @@ def run_sweep(spec_path: str | Path, resume: bool = False, address: str | None =
             tuner = build_tuner(spec, trainable)
         storage.write_text(storage.join(spec.experiment_path, REPORT_FILE), "")  # this session's report, once written
         results = tuner.fit()
+        remove_placeholders(spec.experiment_path)
     finally:
         if started_ray:
             ray.shutdown()
@@ -383,25 +389,26 @@ def check_data_dir(spec: SweepSpec) -> None:
 
 
 def ranking_rows(results: tune.ResultGrid, spec: SweepSpec) -> list[dict[str, Any]]:
-    """One row per trial for celeb.sweep.rank_trials: Tune's results for the config, the status and
-    the checkpoint; the trial's own folder for its epochs (after a resume from an older experiment
-    snapshot, Tune's record of a trial can lack epochs its folder holds)."""
+    """One row per trial for celeb.sweep.rank_trials: Tune's results for the config and the status;
+    the trial's own folder for its epochs and the checkpoint of its best one (after a resume from
+    an older experiment snapshot, Tune's record of a trial can lack epochs its folder holds)."""
     seeds = trial_seeds(spec.seeds.sweep_seed, spec.seeds.repeats)
     rows = []
     for result in results:
         config = result.config or {}
         trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name.removeprefix("trial_")
-        epochs = runfolder.epoch_rows(runfolder.read_rows(storage.join(spec.experiment_path, trial_dirname(trial_id))))
+        folder = storage.join(spec.experiment_path, trial_dirname(trial_id))
+        epochs = runfolder.epoch_rows(runfolder.read_rows(folder))
         if not epochs and result.metrics_dataframe is not None:  # a trainable that keeps no run folder
             epochs = [{**row, runfolder.STEP: i} for i, row in enumerate(result.metrics_dataframe.to_dict("records"))]
         best = runfolder.best_row(epochs, spec.metric, spec.mode)
         epochs_run = max((int(row.get(TIME_ATTR, 0)) for row in epochs), default=0)
-        checkpoint = None
-        if result.best_checkpoints:
+        checkpoint = runfolder.checkpoint_of_epoch(folder, best[TIME_ATTR]) if best else None
+        if checkpoint is None and result.best_checkpoints:  # a trainable that seals no checkpoints
             try:
-                checkpoint = result.get_best_checkpoint(spec.metric, spec.mode)
+                checkpoint = result.get_best_checkpoint(spec.metric, spec.mode).path
             except (RuntimeError, KeyError, ValueError):
-                checkpoint = result.checkpoint
+                checkpoint = result.checkpoint.path if result.checkpoint else None
         seed = config.get("seed")
         full = spec.asha.max_t if spec.asha else spec.epochs
         status = "error" if result.error else ("complete" if epochs_run >= full else "stopped")
@@ -409,7 +416,7 @@ def ranking_rows(results: tune.ResultGrid, spec: SweepSpec) -> list[dict[str, An
             "trial_id": trial_id, "status": status, "params": {p.name: config.get(p.name) for p in spec.search},
             "seed": seed, "repeat": seeds.index(seed) if seed in seeds else None,
             "best": float(best[spec.metric]) if best else None, "best_epoch": best.get(TIME_ATTR) if best else None,
-            "epochs_run": epochs_run, "checkpoint": checkpoint.path if checkpoint is not None else None,
+            "epochs_run": epochs_run, "checkpoint": checkpoint,
             "error": _first_line(result.error)})
     return rows
 

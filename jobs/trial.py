@@ -44,5 +44,5 @@ def train_trial(config: dict[str, Any], experiment_path: str) -> None:
     def report(metrics: dict[str, Any], checkpoint_dir: Path) -> None:
         tune.report(scalar_values(metrics), checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
-    with resume_checkpoint(folder, run_dir) as state:
+    with resume_checkpoint(folder, run_dir, config) as state:
         fit(train_config, data, tracker=LocalTracker(run_dir), on_epoch_end=report, state=state)

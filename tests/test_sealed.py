@@ -105,3 +105,19 @@ def test_celeb_train_resume_falls_back_from_a_torn_checkpoint_to_the_previous_on
         resume_point(torn)
     with pytest.raises(FileNotFoundError, match="no such checkpoint folder"):
         resume_point(tmp_path / "checkpoints" / "epoch_009")
+
+
+def test_checkpoints_tune_deleted_get_placeholders_that_a_resume_passes_over(tmp_path):
+    from jobs.resume import PRUNED_FILE, fill_pruned_checkpoints, remove_placeholders, tune_checkpoints
+
+    trial = tmp_path / "trial_a"
+    for index, epoch in ((2, 3), (3, 4)):  # Tune kept the last two; its snapshot may name checkpoint_000000
+        checkpoint(trial, f"checkpoint_{index:06d}", epoch)
+    (tmp_path / "trial_b").mkdir()  # no checkpoints: nothing to fill
+    assert fill_pruned_checkpoints(str(tmp_path)) == 2
+    assert sorted(p.name for p in trial.iterdir()) == [f"checkpoint_{i:06d}" for i in range(4)]
+    assert (trial / "checkpoint_000000" / PRUNED_FILE).exists()
+    assert [Path(p).name for p in tune_checkpoints(str(trial))] == ["checkpoint_000002", "checkpoint_000003"]
+    assert fill_pruned_checkpoints(str(tmp_path)) == 0  # once is enough
+    remove_placeholders(str(tmp_path))
+    assert sorted(p.name for p in trial.iterdir()) == ["checkpoint_000002", "checkpoint_000003"]

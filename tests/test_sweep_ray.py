@@ -65,7 +65,7 @@ def toy_trial(config: dict, experiment_path: str) -> None:
     control = Path(os.environ[TOY_DIR_ENV])
     trial_id = tune.get_context().get_trial_id()
     folder = Path(experiment_path) / trial_dirname(trial_id)
-    with resume_checkpoint(str(folder), folder) as state:
+    with resume_checkpoint(str(folder), folder, config) as state:
         start = json.loads((state / "state.json").read_text())["epoch"] if state is not None else 0
     sleep = float((control / "sleep").read_text()) if (control / "sleep").exists() else 0.0
     for epoch in range(start + 1, int(config["epochs"]) + 1):
@@ -366,13 +366,13 @@ def newest_checkpoint_epochs(experiment_dir: Path) -> dict[str, int]:
     return out
 
 
-def kill_driver_mid_sweep(tmp_path: Path, spec: Path, ready) -> None:
+def kill_driver_mid_sweep(tmp_path: Path, spec: Path, ready, **env_extra: str) -> None:
     """Run the sweep's driver in its own process and SIGKILL it once `ready(snapshot)` holds."""
     exp = experiment(spec)
     script = tmp_path / "driver.py"
     script.write_text(DRIVER.format(tests=str(REPO / "tests"), spec=str(spec)))
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}  # its own wandb service, killed with it
-    env.update({"RAY_ADDRESS": ray.get_runtime_context().gcs_address, "PYTHONPATH": str(REPO)})
+    env.update({"RAY_ADDRESS": ray.get_runtime_context().gcs_address, "PYTHONPATH": str(REPO), **env_extra})
     driver = subprocess.Popen([sys.executable, str(script)], env=env, cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -433,6 +433,35 @@ def test_resume_after_the_driver_is_killed_costs_at_most_the_epoch_in_progress(t
     assert {t for t, status in snapshot.items() if status == "TERMINATED"} <= recorded
 
 
+def test_a_trial_started_after_the_last_snapshot_is_adopted_not_redone(tmp_path, toy_control):
+    (toy_control / "sleep").write_text("1.0")
+    spec = toy_spec(tmp_path, "orphan", num_trials=2, fixed={"epochs": 4, "device": "cpu"}, asha=None)
+    exp = experiment(spec)
+
+    def second_trial_checkpointed_unknown_to_tune(snapshot):
+        # Tune snapshots when a trial checkpoints num_to_keep (2) times, else at most every 1000 s
+        # here: the second trial starts after the first ends, and is not in any snapshot yet
+        unknown = [t for t in exp.glob("trial_*") if t.name.removeprefix("trial_") not in snapshot]
+        return snapshot and any(sealed.newest_complete(t.glob("checkpoint_*")).path for t in unknown)
+
+    kill_driver_mid_sweep(tmp_path, spec, second_trial_checkpointed_unknown_to_tune, TUNE_GLOBAL_CHECKPOINT_S="1000")
+    snapshot = experiment_state(exp)
+    (orphan,) = [t for t in exp.glob("trial_*") if t.name.removeprefix("trial_") not in snapshot]
+    orphan_epochs = len(runfolder.read_rows(orphan))
+    (toy_control / "sleep").write_text("0")
+    table = run_sweep(spec, resume=True, check_data=False, trainable=toy_trial)
+
+    assert len(table) == 2 and orphan.name.removeprefix("trial_") not in set(table["trial_id"])
+    (adopter,) = [t for t in table.itertuples() if t.trial_id not in snapshot]
+    assert adopter.status == "complete" and adopter.epochs_run == 4
+    (start,) = runfolder.read_starts(exp / f"trial_{adopter.trial_id}")
+    assert start["adopted"] == str(orphan) and start["from_epoch"] >= 1  # it went on where the orphan stopped
+    rows = folder_rows(exp)[adopter.trial_id]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4] and orphan_epochs >= start["from_epoch"]
+    assert (orphan / "adopted_by.json").exists() and not (orphan / "wandb" / "ledger.json").exists()
+    assert_records_complete(exp, table)  # the adopter's run holds all four epochs; the orphan got no run
+
+
 def test_a_torn_checkpoint_is_never_resumed_from(tmp_path, toy_control):
     (toy_control / "tear_once").write_text("")
     try:
@@ -454,26 +483,6 @@ def test_a_torn_checkpoint_is_never_resumed_from(tmp_path, toy_control):
     rows = folder_rows(exp)[trial.trial_id]
     assert [r["epoch"] for r in rows] == [1, 2, 2, 3, 4]  # epoch 2, whose checkpoint was torn, ran again
     assert_records_complete(exp, table)
-
-
-def snapshot_epochs(experiment_dir: Path) -> dict[str, int]:
-    """trial id -> the epoch of the latest checkpoint the newest snapshot registered (0: none).
-
-    Read from the snapshot's checkpoint manager, not its last result: a result can reach the
-    snapshot before its checkpoint is registered, and a resume starts from the registered one.
-    """
-    from ray import cloudpickle
-
-    paths = sorted(glob.glob(str(experiment_dir / "experiment_state-*.json")))
-    if not paths:
-        return {}
-    state = json.loads(Path(paths[-1]).read_text())
-    out = {}
-    for trial, runtime in state["trial_data"]:
-        manager = json.loads(runtime)["checkpoint_manager"]
-        latest = cloudpickle.loads(bytes.fromhex(manager["value"])).latest_checkpoint_result
-        out[json.loads(trial)["trial_id"]] = int(latest.metrics.get("epoch", 0)) if latest else 0
-    return out
 
 
 def experiment_state(experiment_dir: Path) -> dict[str, str]:

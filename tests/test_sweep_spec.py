@@ -188,6 +188,7 @@ def test_points_to_evaluate_must_lie_in_the_space(tmp_path):
     ({"wandb": {"api_key": "abc"}}, "never put the W&B key in a spec"),
     ({"wandb": {"projekt": "x"}}, "did you mean 'wandb.project'"),
     ({"wandb": {"tags": "demo"}}, "'wandb.tags' must be a list of strings"),
+    ({"wandb": {"upload_every_s": 0}}, "'wandb.upload_every_s' must be a positive number of seconds"),
 ])
 def test_bad_values_are_explained(tmp_path, changes, message):
     with pytest.raises(SweepSpecError, match=re.escape(message)):
@@ -196,9 +197,11 @@ def test_bad_values_are_explained(tmp_path, changes, message):
 
 def test_wandb_settings_default_to_auto_and_parse(tmp_path):
     assert load_spec(write(tmp_path, GOOD)).wandb.mode == "auto"
+    assert load_spec(write(tmp_path, GOOD)).wandb.upload_every_s == 300.0
     spec = load_spec(write(tmp_path, edit(GOOD, wandb={"project": "p", "mode": "offline", "log_checkpoint": True,
-                                                        "tags": ["a"]})))
+                                                        "tags": ["a"], "upload_every_s": 60})))
     assert (spec.wandb.project, spec.wandb.mode, spec.wandb.log_checkpoint, spec.wandb.tags) == ("p", "offline", True, ("a",))
+    assert spec.wandb.upload_every_s == 60.0
 
 
 def test_disentanglement_metric_is_accepted_for_cvae_only(tmp_path):

@@ -282,6 +282,24 @@ def test_celeb_train_classifier_beats_the_majority_baseline(synthetic_data_dir, 
     assert (run_dir / "balanced_accuracy.png").exists()
 
 
+def test_celeb_train_with_wandb_records_every_epoch_and_panel_from_its_run_folder(synthetic_data_dir, tmp_path,
+                                                                                   monkeypatch):
+    from celeb.cli import main
+    from celeb.records import audit
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    run_dir = tmp_path / "run"
+    assert main(["train", "cvae", str(REPO / "configs" / "cvae_debug.yaml"), "--run-dir", str(run_dir),
+                 "--set", f"data.data_dir={synthetic_data_dir}", "--set", "epochs=2", "--set", "device=cpu",
+                 "--wandb", "celeb-test"]) == 0
+    result = audit(run_dir)
+    assert result.epochs == 2 and result.missing_epochs == [] and result.panels >= 2 and result.missing_panels == []
+    (segment,) = result.recorded.segments
+    assert segment["state"] == "finished" and segment["run"]["project"] == "celeb-test"
+    assert segment["run"]["run_id"] == "run" and segment["run"]["run_group"] == "local"
+
+
 def test_task_on_the_command_line_must_match_the_config(tmp_path):
     from celeb.local import run_local
 
