@@ -72,12 +72,7 @@ def resume_checkpoint(trial_folder: str, run_dir: str | Path,
         adopted = adopt_orphan(trial_folder, config)
         candidates = tune_checkpoints(adopted) if adopted else []
     with tempfile.TemporaryDirectory(prefix="celeb-resume-") as tmp:
-        fetch = None
-        if storage.is_uri(trial_folder):
-            def fetch(path: str) -> str:
-                local = Path(tmp) / path.rsplit("/", 1)[-1]
-                storage.copy_dir(path, local)
-                return str(local)
+        fetch = download_into(Path(tmp)) if storage.is_uri(trial_folder) else None
         choice = sealed.newest_complete(candidates, fetch=fetch)
         note = choice.describe()
         if note:
@@ -91,6 +86,16 @@ def resume_checkpoint(trial_folder: str, run_dir: str | Path,
             "tune_checkpoint": given.path if given is not None else None, "fallback": note, "adopted": adopted,
             "config": dict(config) if config is not None else None})
         yield Path(choice.path) if choice.path else None
+
+
+def download_into(folder: Path):
+    """fetch(path) -> a local copy of the remote checkpoint folder `path`, under `folder`."""
+    def fetch(path: str) -> str:
+        local = folder / path.rsplit("/", 1)[-1]
+        storage.copy_dir(path, local)
+        return str(local)
+
+    return fetch
 
 
 def tune_checkpoints(trial_folder: str) -> list[str]:

@@ -97,7 +97,7 @@ def recorded(wandb_env):
 
 def test_one_finished_segment_listed_in_the_ledger_and_no_staging_left(recorded):
     folder, segment = recorded["folder"], recorded["segment"]
-    assert (segment / f"run-t1.wandb").exists() and segment.name.endswith("-t1")
+    assert (segment / "run-t1.wandb").exists() and segment.name.endswith("-t1")
     ledger = Ledger.read(folder)
     assert [(s.dir, s.first_step, s.last_step, s.epochs, s.state) for s in ledger.segments] == [
         (segment.name, 10, 30, 3, "finished")]
