@@ -8,9 +8,10 @@ the driver, before any trial starts. Then one Tune run: `SeededOptunaSearch` (or
 search) proposes configs, `ASHAScheduler` stops poor ones at its rungs (metric and mode are set
 once, in TuneConfig; with `asha.promotion: quota`, the default, its bracket is `QuotaBracket`,
 which bounds how many trials each rung promotes), each trial gets `resources`, a failing trial is
-retried from its last checkpoint up to `max_failures` times, and the best `num_to_keep`
-checkpoints per trial are kept. At the end the
-trials are ranked (celeb.sweep.rank_trials), printed and written to <experiment>/ranking.csv.
+retried from its newest complete checkpoint up to `max_failures` times, and the best `num_to_keep`
+checkpoints per trial are kept. The driver writes every trial's W&B run from the trial's folder
+(jobs.records). At the end the trials are ranked from their folders (celeb.sweep.rank_trials),
+printed and written to <experiment>/ranking.csv, with a line on the W&B records.
 
 Resuming (`--resume`, after the driver or the head was killed) continues the same experiment dir:
 finished trials are not run again, unfinished and errored ones continue from their checkpoints.
@@ -20,6 +21,10 @@ What Tune itself restores, and what this module adds:
 - the scheduler: Tune does NOT save it, so ASHA would restart with empty rungs and judge resumed
   trials against nothing. `SchedulerState`, a Tune callback (callbacks are checkpointed), saves
   ASHA's rungs and puts them back.
+- the trials: each continues from its newest complete checkpoint on disk, even one Tune's last
+  snapshot did not know (jobs.resume); a checkpoint Tune deleted but its snapshot still names gets
+  a placeholder, so Tune does not refuse the restore; a trial started after the last snapshot is
+  adopted by the new trial the searcher suggests for the same config.
 ASHA-stopped trials: Ray's OptunaSearch tells Optuna they are COMPLETE with an early-rung value, so
 TPE would mix short and full runs; `SeededOptunaSearch` tells Optuna they are PRUNED instead.
 
