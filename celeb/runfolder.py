@@ -5,6 +5,8 @@
     images/<name>_step<NNNNNNN>.png     every panel logged, by step (<name>.png: the latest)
     tables/<name>_step<NNNNNNN>.csv     every table logged, by step (<name>.csv: the latest)
     starts.jsonl                        one line per start of a trial: the checkpoint it resumed from
+    checkpoint_NNNNNN/                  a sweep trial's checkpoints, as Tune stores them (sealed)
+    checkpoints/epoch_NNN/              a local run's checkpoints (sealed)
     wandb/                              the run's W&B record, written from the files above (celeb.records)
 
 The folder is the run's source of truth. The trial writes it before each report, and it travels
@@ -33,6 +35,7 @@ METRICS_FILE = "metrics.jsonl"
 STARTS_FILE = "starts.jsonl"
 IMAGES_DIR = "images"
 TABLES_DIR = "tables"
+TUNE_CHECKPOINT_PREFIX = "checkpoint_"  # how Tune names the checkpoints it stores in a trial's folder
 STEP = "step"  # every row's trainer step: the x-axis of every chart, and W&B's step
 _LOGGED = re.compile(r"^(?P<name>.+)_step(?P<step>\d{7,})\.(?P<ext>png|csv)$")
 
@@ -152,7 +155,7 @@ def checkpoint_of_epoch(folder: str | os.PathLike[str], epoch: int) -> str | Non
     from celeb import sealed
 
     candidates = [storage.join(folder, name) for name in storage.list_names(folder, dirs=True)
-                  if name.startswith("checkpoint_")]
+                  if name.startswith(TUNE_CHECKPOINT_PREFIX)]
     candidates += [storage.join(folder, "checkpoints", name)
                    for name in storage.list_names(storage.join(folder, "checkpoints"), dirs=True)]
     for path in candidates:

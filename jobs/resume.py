@@ -41,8 +41,8 @@ import pyarrow.fs
 from ray import tune
 
 from celeb import runfolder, sealed, storage
+from celeb.runfolder import TUNE_CHECKPOINT_PREFIX
 
-TUNE_CHECKPOINT_PREFIX = "checkpoint_"  # how Tune names the checkpoints it stores in a trial's folder
 ORPHANS_FILE = "orphans.json"  # in the experiment folder: config -> trial folders no Tune trial owns
 ADOPTED_FILE = "adopted_by.json"  # in an orphan's folder, once a new trial took it over
 PRUNED_FILE = "pruned.json"  # in a placeholder for a checkpoint Tune deleted (see `fill_pruned_checkpoints`)

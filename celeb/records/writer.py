@@ -81,9 +81,10 @@ class RecordWriter:
                 self.ledger.final = state
                 self.ledger.write(self.folder)
             return None
-        self.run.summary.update(self._summary())
-        if self.info.log_checkpoint and final:
-            self._log_best_checkpoint()
+        summary = self._summary()
+        self.run.summary.update(summary)
+        if self.info.log_checkpoint and final and summary.get("best_epoch") is not None:
+            self._log_best_checkpoint(summary)
         sync_dir = Path(self.run.settings.sync_dir)
         run, self.run = self.run, None
         run.finish(exit_code=1 if state == "failed" else 0)
@@ -159,11 +160,10 @@ class RecordWriter:
             return {}
         return {"best_epoch": best.get("epoch"), **{f"best/{k}": v for k, v in runfolder.scalar_values(best).items()}}
 
-    def _log_best_checkpoint(self) -> None:
+    def _log_best_checkpoint(self, summary: dict[str, Any]) -> None:
         import wandb
 
-        summary = self._summary()
-        path = runfolder.checkpoint_of_epoch(self.folder, summary["best_epoch"]) if summary.get("best_epoch") else None
+        path = runfolder.checkpoint_of_epoch(self.folder, summary["best_epoch"])
         if path is None:
             return
         artifact = wandb.Artifact(f"model-{self.info.run_id}".replace("/", "-"), type="model", metadata=summary)
