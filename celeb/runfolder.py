@@ -141,7 +141,11 @@ def logged_files(folder: str | os.PathLike[str], kind: str = IMAGES_DIR) -> dict
 
 
 def best_row(rows: Sequence[Mapping[str, Any]], metric: str, mode: str) -> dict[str, Any] | None:
-    """The epoch row with the best finite `metric` ("min" or "max"); the earliest wins a tie."""
+    """The epoch row with the best finite `metric` ("min" or "max"); the earliest wins a tie.
+
+    The one best-epoch rule: `fit` (its best checkpoint and early stopping), the W&B summary and
+    the sweep's ranking all use it.
+    """
     scored = [row for row in rows if isinstance(row.get(metric), (int, float)) and math.isfinite(row[metric])]
     if not scored:
         return None

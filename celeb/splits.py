@@ -357,12 +357,17 @@ def positive_weights(table: pd.DataFrame, split: pd.Series, subset: str = "train
     labels = table[list(ATTRIBUTE_NAMES)].to_numpy(dtype=bool)[names == subset]
     if len(labels) == 0:
         raise ValueError(f"the {subset} split has no rows, so it has no positive weights")
+    return {attr: float(w) for attr, w in zip(ATTRIBUTE_NAMES, positive_weight_array(labels, max_weight))}
+
+
+def positive_weight_array(labels: np.ndarray, max_weight: float = MAX_POS_WEIGHT) -> np.ndarray:
+    """The one pos_weight rule: n_neg / n_pos per column of a (rows, attributes) 0/1 label matrix,
+    capped at `max_weight` (a column with no positives gets `max_weight`), as float32."""
+    labels = np.asarray(labels, dtype=bool)
     n_pos = labels.sum(0).astype(np.float64)
     n_neg = len(labels) - n_pos
-    with np.errstate(divide="ignore"):
-        weights = np.where(n_pos > 0, n_neg / np.maximum(n_pos, 1), max_weight)
-    weights = np.minimum(weights, max_weight)
-    return {attr: float(w) for attr, w in zip(ATTRIBUTE_NAMES, weights)}
+    weights = np.where(n_pos > 0, n_neg / np.maximum(n_pos, 1), max_weight)
+    return np.minimum(weights, max_weight).astype(np.float32)
 
 
 def report_markdown(report: dict) -> str:

@@ -37,6 +37,8 @@ from celeb.checkpoint import (capture_rng_state, checkpoint_name, load_checkpoin
                               restore_rng_state, save_checkpoint)
 from celeb.config import ConfigError, TrainConfig, config_to_dict, flatten
 from celeb.dataset import CelebData
+from celeb.runfolder import best_row
+from celeb.splits import positive_weight_array
 from celeb.tracking import NullTracker, Tracker
 from celeb.traversal import ACTIVE_DIM_NATS, images_as_tensor
 
@@ -237,17 +239,14 @@ def fit(
             history.append(metrics)
 
             # --- early stopping bookkeeping, checkpoint, report
-            improved = False
             if evaluated:
                 if config.early_stopping_metric not in metrics:
                     known = ", ".join(sorted(k for k in metrics if k.count("/") == 1))
                     raise ConfigError(f"config key 'early_stopping_metric': '{config.early_stopping_metric}' is not "
                                       f"a metric of the {config.task} task; choose one of {known}")
-                value = float(metrics[config.early_stopping_metric])
-                improved = best["metric"] is None or (
-                    value < best["metric"] if config.early_stopping_mode == "min" else value > best["metric"])
-                if improved:
-                    best = {"metric": value, "epoch": epoch + 1, "bad_evals": 0}
+                top = best_row(history, config.early_stopping_metric, config.early_stopping_mode)
+                if top is not None and top["epoch"] == epoch + 1:
+                    best = {"metric": float(top[config.early_stopping_metric]), "epoch": epoch + 1, "bad_evals": 0}
                 else:
                     best["bad_evals"] += 1
             last_checkpoint = save_checkpoint(
@@ -417,7 +416,7 @@ class ClassifierTask:
         train_idx, _ = split_indices(data, config.data.split)
         self.pos_weight = None
         if config.classifier.use_pos_weight:
-            weights = data.pos_weight if data.pos_weight is not None else pos_weight_of(data.labels[train_idx])
+            weights = data.pos_weight if data.pos_weight is not None else positive_weight_array(data.labels[train_idx])
             self.pos_weight = torch.as_tensor(np.asarray(weights), dtype=torch.float32, device=device)
 
     def build_model(self) -> nn.Module:
@@ -588,9 +587,3 @@ def recon_error(logits: Tensor, x: Tensor, kind: str) -> Tensor:
     if kind == "bce":
         return F.binary_cross_entropy_with_logits(logits.float(), x, reduction="sum")
     return (torch.sigmoid(logits.float()) - x).square().sum()
-
-
-def pos_weight_of(labels: np.ndarray) -> np.ndarray:
-    """neg/pos per attribute (capped at 100 for attributes with almost no positives)."""
-    positives = labels.sum(axis=0).astype(np.float64)
-    return np.minimum((len(labels) - positives) / np.maximum(positives, 1.0), 100.0).astype(np.float32)

@@ -15,6 +15,7 @@ from PIL import Image
 from celeb.checkpoint import capture_rng_state, list_checkpoints, load_checkpoint, restore_rng_state
 from celeb.config import ConfigError, TrainConfig, config_from_dict
 from celeb.dataset import CelebData
+from celeb.splits import MAX_POS_WEIGHT, positive_weight_array
 from celeb.train import ClassifierTask, CVAETask, NonFiniteLossError, fit
 from celeb.tracking import LocalTracker, read_metrics
 
@@ -317,6 +318,7 @@ def test_classifier_uses_split_pos_weight_or_computes_it(data16):
     computed = ClassifierTask(config, data16, torch.device("cpu")).pos_weight
     train = data16.labels[data16.indices("train")]
     expected = (len(train) - train.sum(0)) / np.maximum(train.sum(0), 1)
-    assert np.allclose(computed.numpy(), np.minimum(expected, 100.0))
+    assert np.allclose(computed.numpy(), np.where(train.sum(0) > 0, np.minimum(expected, MAX_POS_WEIGHT), MAX_POS_WEIGHT))
+    assert np.array_equal(computed.numpy(), positive_weight_array(train))  # the rule behind pos_weight.json
     given = CelebData(data16.images, data16.labels, data16.split, pos_weight=np.full(40, 3.0, np.float32))
     assert torch.equal(ClassifierTask(config, given, torch.device("cpu")).pos_weight, torch.full((40,), 3.0))
