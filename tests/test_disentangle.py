@@ -328,9 +328,6 @@ def test_fixed_input_errors():
 
 
 def test_synth_faces_adapter():
-    synth = pytest.importorskip("celeb.synth")
-    if not (hasattr(synth, "sample_factors") and hasattr(synth, "render_factors")):
-        pytest.skip("celeb.synth has no sample_factors/render_factors yet")
     names = ("background_hue", "background_value", "male")
     gt = dl.synth_ground_truth(names, num_bins=4, num_reference=2000)
     assert gt.factor_sizes == (4, 4, 2)

@@ -12,7 +12,6 @@ import torchvision
 from torch.distributions import Normal, kl_divergence
 
 from celeb.models import (
-    BACKBONES,
     ClassifierOutput,
     ConditionalVAE,
     VAEOutput,

@@ -36,23 +36,12 @@ CVAE_TRIALS = {  # trial dir -> overrides: two local runs and one Tune trial, wi
 EVAL_IMAGES = 200
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: a second thread only adds contention on shared machines
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    """celeb synth -> prepare (64 px) -> split, exactly as a user runs them."""
-    root = tmp_path_factory.mktemp("synthetic")
-    assert main(["synth", str(root / "celeba"), "--n", "400", "--seed", "0", "--identities", "200",
-                 "--workers", "1"]) == 0
-    assert main(["prepare", str(root / "celeba"), "--out", str(root / "data"), "--size", "64", "--workers", "1"]) == 0
-    assert main(["split", str(root / "data"), "--strategy", "balanced", "--seed", "0"]) == 0
-    return root / "data"
+def data_dir(synthetic_data) -> Path:
+    return synthetic_data
 
 
 def tiny_config(data_dir: Path, task: str = "cvae", **overrides):

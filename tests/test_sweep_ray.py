@@ -542,32 +542,9 @@ def test_a_second_start_or_a_resume_of_nothing_is_refused(tmp_path, local_ray):
 # ----------------------------------------------------------------------------- the real trial
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    """A prepared data dir of 200 synthetic faces at 64 px: synth -> table -> balanced split -> cache."""
-    from celeb.annotations import load_annotations, write_table
-    from celeb.cache import build_cache
-    from celeb.dataset import cache_dir, split_dir
-    from celeb.schema import IMAGE_ID, TABLE_FILE
-    from celeb.splits import balance_report, make_split, write_split
-    from celeb.synth import synthesize
-
-    root = tmp_path_factory.mktemp("tiny")
-    synthesize(root / "celeba", n=200, seed=0, workers=1, progress=False)
-    annotations = load_annotations(root / "celeba")
-    data = root / "data"
-    write_table(annotations.table, data / TABLE_FILE, annotations.missing)
-    split = make_split(annotations.table, strategy="balanced", seed=0)
-    write_split(split_dir(data, "balanced"), annotations.table, split,
-                balance_report(annotations.table, split, strategy="balanced", seed=0))
-    build_cache(annotations.table[IMAGE_ID].tolist(), root / "celeba" / "img_align_celeba", cache_dir(data, 64, 148),
-                size=64, crop=148, workers=1, progress=False)
-    return data
-
-
 @pytest.mark.slow
-def test_smoke_spec_trains_real_trials_and_resumes_nothing_twice(tmp_path, local_ray, tiny_data):
-    overrides = {"data_dir": str(tiny_data), "storage_path": str(tmp_path / "runs"), "num_trials": 2,
+def test_smoke_spec_trains_real_trials_and_resumes_nothing_twice(tmp_path, local_ray, synthetic_data):
+    overrides = {"data_dir": str(synthetic_data), "storage_path": str(tmp_path / "runs"), "num_trials": 2,
                  "fixed": {**yaml.safe_load((REPO / "sweeps" / "smoke.yaml").read_text())["fixed"],
                            "epochs": 2, "max_train_batches": 2, "batch_size": 16, "cvae": {"latent_dim": 4, "width": 4}},
                  "asha": {"max_t": 2, "grace_period": 1, "reduction_factor": 2},
@@ -585,7 +562,7 @@ def test_smoke_spec_trains_real_trials_and_resumes_nothing_twice(tmp_path, local
     best = table.iloc[0]
     assert (Path(best["checkpoint"]) / "state.pt").exists()
     params = json.loads((exp / f"trial_{best['trial_id']}" / "params.json").read_text())
-    assert params["seed"] == trial_seeds(0, 1)[0] and params["data.data_dir"] == str(tiny_data)
+    assert params["seed"] == trial_seeds(0, 1)[0] and params["data.data_dir"] == str(synthetic_data)
     # Each trial: its panels and dimension table in its dir, and a complete W&B record grouped by sweep,
     # the trials ASHA stopped included.
     assert_records_complete(exp, table)

@@ -23,13 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 LOSS_KEYS = ("train/loss", "val/loss")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models: a second thread only adds contention on shared 2-core machines.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def squares(n: int = 96, size: int = 64, seed: int = 0) -> CelebData:
@@ -231,28 +225,13 @@ def test_local_tracker_writes_jsonl_csv_and_pngs(tmp_path):
 # ----------------------------------------------------------------------------- the local run, end to end
 
 
-@pytest.fixture(scope="module")
-def synthetic_data_dir(tmp_path_factory) -> Path:
-    """celeb synth -> prepare (64 and 32 px caches) -> split, exactly as a user runs them."""
-    from celeb.cli import main
-
-    root = tmp_path_factory.mktemp("synthetic")
-    # Many identities: the split keeps identities apart, and val faces must not all be strangers.
-    assert main(["synth", str(root / "celeba"), "--n", "400", "--seed", "0", "--identities", "200",
-                 "--workers", "1"]) == 0
-    assert main(["prepare", str(root / "celeba"), "--out", str(root / "data"), "--size", "64", "--size", "32",
-                 "--workers", "1"]) == 0
-    assert main(["split", str(root / "data"), "--strategy", "balanced", "--seed", "0"]) == 0
-    return root / "data"
-
-
 @pytest.mark.slow
-def test_celeb_train_cvae_beats_the_mean_image_baseline(synthetic_data_dir, tmp_path):
+def test_celeb_train_cvae_beats_the_mean_image_baseline(synthetic_data, tmp_path):
     from celeb.cli import main
 
     run_dir = tmp_path / "run"
     code = main(["train", "cvae", str(REPO / "configs" / "cvae_debug.yaml"), "--run-dir", str(run_dir),
-                 "--set", f"data.data_dir={synthetic_data_dir}", "--set", "epochs=6", "--set", "batch_size=16",
+                 "--set", f"data.data_dir={synthetic_data}", "--set", "epochs=6", "--set", "batch_size=16",
                  "--set", "lr=3e-3", "--set", "data.augment=none", "--set", "max_train_batches=null",
                  "--set", "device=cpu"])
     assert code == 0
@@ -269,12 +248,12 @@ def test_celeb_train_cvae_beats_the_mean_image_baseline(synthetic_data_dir, tmp_
 
 
 @pytest.mark.slow
-def test_celeb_train_classifier_beats_the_majority_baseline(synthetic_data_dir, tmp_path):
+def test_celeb_train_classifier_beats_the_majority_baseline(synthetic_data, tmp_path):
     from celeb.cli import main
 
     run_dir = tmp_path / "run"
     code = main(["train", "classifier", str(REPO / "configs" / "classifier_debug.yaml"), "--run-dir", str(run_dir),
-                 "--set", f"data.data_dir={synthetic_data_dir}", "--set", "data.image_size=32",
+                 "--set", f"data.data_dir={synthetic_data}", "--set", "data.image_size=32",
                  "--set", "epochs=8", "--set", "batch_size=32", "--set", "lr=1e-2", "--set", "classifier.augment=none",
                  "--set", "classifier.dropout=0.0", "--set", "max_train_batches=null", "--set", "device=cpu"])
     assert code == 0
@@ -283,7 +262,7 @@ def test_celeb_train_classifier_beats_the_majority_baseline(synthetic_data_dir, 
     assert (run_dir / "balanced_accuracy.png").exists()
 
 
-def test_celeb_train_with_wandb_records_every_epoch_and_panel_from_its_run_folder(synthetic_data_dir, tmp_path,
+def test_celeb_train_with_wandb_records_every_epoch_and_panel_from_its_run_folder(synthetic_data, tmp_path,
                                                                                    monkeypatch):
     from celeb.cli import main
     from celeb.records import audit
@@ -292,7 +271,7 @@ def test_celeb_train_with_wandb_records_every_epoch_and_panel_from_its_run_folde
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
     run_dir = tmp_path / "run"
     assert main(["train", "cvae", str(REPO / "configs" / "cvae_debug.yaml"), "--run-dir", str(run_dir),
-                 "--set", f"data.data_dir={synthetic_data_dir}", "--set", "epochs=2", "--set", "device=cpu",
+                 "--set", f"data.data_dir={synthetic_data}", "--set", "epochs=2", "--set", "device=cpu",
                  "--wandb", "celeb-test"]) == 0
     result = audit(run_dir)
     assert result.epochs == 2 and result.missing_epochs == [] and result.panels >= 2 and result.missing_panels == []
