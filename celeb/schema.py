@@ -53,7 +53,7 @@ IMAGE_DIR = "img_align_celeba"
 # Aligned CelebA images are all this size.
 IMAGE_WIDTH, IMAGE_HEIGHT = 178, 218
 
-# Column names of the prepared table (annotations.parquet in a data dir).
+# Column names of the prepared table (TABLE_FILE, celeba.parquet, in a data dir).
 IMAGE_ID = "image_id"
 PARTITION = "partition"
 IDENTITY = "identity"

@@ -88,7 +88,7 @@ def traversal_panel(model: nn.Module, x: Tensor, cond: Tensor | None, values: np
 
     `x` (R, 3, H, W) are the reference faces, `values` (D, S) the swept values per dim (see
     `sweep_values`); a row shows the R faces one after another, S steps each. `labels` are one per
-    dim in dim order (e.g. from `dimension_labels`); inactive rows are greyed out, or dropped with
+    dim in dim order (e.g. from `celeb.dimensions.label_dimensions`); inactive rows are greyed out, or dropped with
     include_inactive=False. `max_dims` keeps only the first rows.
     """
     mu, _ = model.encode(x, cond)
