@@ -54,6 +54,7 @@ from celeb.atomic import atomic_path, write_text_atomic
 from celeb.checkpoint import META_FILE, STATE_FILE, code_version, plain
 from celeb.config import TrainConfig, config_from_dict, flatten, valid_keys
 from celeb.dimensions import LABEL_MIN_MI
+from celeb.models import build_model, config_beta
 
 EXPORT_FORMAT = "celeb-model"
 EXPORT_VERSION = 1
@@ -157,17 +158,9 @@ def checkpoint_row(trial: str, directory: Path, meta: dict[str, Any]) -> dict[st
     metrics = {(f"train/{k}" if k in row["config"] else k): v for k, v in (meta.get("metrics") or {}).items()
                if isinstance(v, (int, float)) and k not in ("epoch", "step")}
     if task == "cvae" and "beta" not in metrics:
-        metrics["beta"] = effective_beta(config)
+        metrics["beta"] = config_beta(config_from_dict(meta["config"]))
     row["metrics"] = metrics
     return row
-
-
-def effective_beta(flat_config: dict[str, Any]) -> float:
-    """The KL weight a CVAE config trains with: cvae.beta, or the one cvae.beta_norm implies."""
-    from celeb.models import effective_beta as kl_weight
-
-    return kl_weight(flat_config.get("cvae.beta", 1.0), flat_config.get("cvae.beta_norm"),
-                     flat_config.get("cvae.latent_dim", 64), flat_config.get("data.image_size", 64))
 
 
 def checkpoint_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -391,7 +384,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         directory, state_path = (path.parent if path.name == STATE_FILE else None), path
     state = read_state(state_path)
     config = config_from_dict(state["config"], where=f"{state_path}: ")
-    model = build_model(config)
+    model = build_model(config, pretrained=False)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:
@@ -403,19 +396,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     return LoadedModel(model=model.to(device).eval(), config=config, metrics=dict(state.get("metrics", {})),
                        epoch=int(state["epoch"]), step=state.get("step"),
                        source=str(state.get("source", (directory or path).resolve())), code=code)
-
-
-def build_model(config: TrainConfig) -> nn.Module:
-    """The untrained network a config describes (as celeb.train builds it, without pretrained weights)."""
-    from celeb.models import ConditionalVAE, build_classifier
-    from celeb.schema import ATTRIBUTE_NAMES
-
-    if config.task == "cvae":
-        c = config.cvae
-        return ConditionalVAE(image_size=config.data.image_size, latent_dim=c.latent_dim, width=c.width,
-                              cond_dim=len(c.conditions))
-    c = config.classifier
-    return build_classifier(c.backbone, num_outputs=len(ATTRIBUTE_NAMES), pretrained=False, dropout=c.dropout)
 
 
 # ----------------------------------------------------------------------------- latents of one model

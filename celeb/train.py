@@ -278,14 +278,14 @@ class CVAETask:
     """Conditional β-VAE: loss = recon + β·KL (or β·|KL − C| with a capacity schedule)."""
 
     def __init__(self, config: TrainConfig, data: CelebData, device: torch.device) -> None:
-        from celeb.models import effective_beta
+        from celeb.models import config_beta
 
         c = config.cvae
         self.config, self.device = config, device
         self.augment = config.data.augment
         self.image_size = image_size_of(data)
         self.cond_index = torch.tensor(data.attribute_index(c.conditions), dtype=torch.long, device=device)
-        self.beta = effective_beta(c.beta, c.beta_norm, c.latent_dim, self.image_size)
+        self.beta = config_beta(config, self.image_size)
         train_idx, val_idx = split_indices(data, config.data.split)
         self.mean_image = mean_image(data.images, train_idx).to(device)  # (3, H, W) in [0, 1]
         self.show_x, self.show_y = images_to_tensor(data, val_idx[: config.num_recon], device)
@@ -293,11 +293,9 @@ class CVAETask:
         self.names = tuple(data.attribute_names)
 
     def build_model(self) -> nn.Module:
-        from celeb.models import ConditionalVAE
+        from celeb.models import build_model
 
-        c = self.config.cvae
-        return ConditionalVAE(image_size=self.image_size, latent_dim=c.latent_dim, width=c.width,
-                              cond_dim=len(c.conditions))
+        return build_model(self.config, image_size=self.image_size)
 
     def parameter_groups(self, model: nn.Module, lr: float) -> list[dict[str, Any]]:
         return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
@@ -420,11 +418,9 @@ class ClassifierTask:
             self.pos_weight = torch.as_tensor(np.asarray(weights), dtype=torch.float32, device=device)
 
     def build_model(self) -> nn.Module:
-        from celeb.models import build_classifier
+        from celeb.models import build_model
 
-        c = self.config.classifier
-        return build_classifier(c.backbone, num_outputs=len(self.names), pretrained=c.pretrained,
-                                freeze_backbone=c.freeze_backbone, dropout=c.dropout)
+        return build_model(self.config)
 
     def parameter_groups(self, model: nn.Module, lr: float) -> list[dict[str, Any]]:
         from celeb.models import parameter_groups

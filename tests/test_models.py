@@ -476,3 +476,21 @@ def test_small_has_no_imagenet_weights():
     with pytest.raises(ValueError, match="no ImageNet weights"):
         build_classifier("small", pretrained=True)
 
+
+
+def test_one_builder_gives_training_and_review_the_same_network():
+    from celeb.config import config_from_dict
+    from celeb.models import build_model, config_beta
+
+    classifier = config_from_dict({"task": "classifier", "classifier.backbone": "small",
+                                   "classifier.freeze_backbone": True, "classifier.dropout": 0.2})
+    trained, reviewed = build_model(classifier), build_model(classifier, pretrained=False)
+    assert [(k, v.shape) for k, v in trained.state_dict().items()] == \
+           [(k, v.shape) for k, v in reviewed.state_dict().items()]
+    assert [p.requires_grad for p in trained.parameters()] == [p.requires_grad for p in reviewed.parameters()]
+    assert not all(p.requires_grad for p in reviewed.parameters())  # the frozen backbone survives the rebuild
+
+    cvae = config_from_dict({"task": "cvae", "data.image_size": 64, "cvae.latent_dim": 8, "cvae.width": 4,
+                             "cvae.conditions": ["Male"], "cvae.beta_norm": 0.5})
+    assert build_model(cvae, image_size=128).image_size == 128  # training: the size of its cache's images
+    assert config_beta(cvae) == pytest.approx(0.5 * 3 * 64 * 64 / 8)

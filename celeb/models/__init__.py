@@ -1,5 +1,6 @@
-"""The two model families: the conditional β-VAE (cvae) and the attribute classifier (classifier)."""
+"""The two model families, the conditional β-VAE (cvae) and the attribute classifier (classifier), and their one builder."""
 
+from celeb.models.build import build_model, config_beta
 from celeb.models.classifier import (
     BACKBONES,
     AttributeClassifier,
@@ -28,6 +29,8 @@ __all__ = [
     "VAELoss",
     "VAEOutput",
     "build_classifier",
+    "build_model",
+    "config_beta",
     "capacity_schedule",
     "classifier_loss",
     "effective_beta",
