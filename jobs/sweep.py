@@ -50,7 +50,6 @@ import optuna
 import pandas as pd
 import ray
 import ray._private.ray_constants as ray_constants
-import yaml
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.schedulers.async_hyperband import _Bracket
@@ -58,6 +57,7 @@ from ray.tune.search import BasicVariantGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from celeb import runfolder, storage
+from celeb.config import parse_override
 from celeb.sweep import (SweepSpec, SweepSpecError, base_trial_config, describe, format_table, load_spec,
                          rank_trials, summarize_configs, trial_dirname, trial_seeds)
 from jobs.records import REPORT_FILE, WandbRecords, read_report
@@ -474,13 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SweepSpecError(f"--set {item!r} is not KEY=VALUE; write e.g. --set data_dir=demo/data")
-        overrides[key.strip()] = yaml.safe_load(value) if value.strip() else None
-    return overrides
+    """`--set KEY=VALUE` items -> {key: value}, each value parsed as YAML (celeb.config.parse_override)."""
+    return dict(parse_override(item) for item in items)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -271,6 +271,17 @@ def test_spec_promotion_picks_the_bracket(tmp_path):
     assert type(make_scheduler(percentile)._brackets[0]).__name__ == "_Bracket"
 
 
+def test_sweep_overrides_are_parsed_as_the_trainer_overrides_are():
+    from jobs.sweep import parse_overrides
+
+    assert parse_overrides(["data_dir=demo/data", "num_trials=8", "asha={max_t: 3}"]) == {
+        "data_dir": "demo/data", "num_trials": 8, "asha": {"max_t": 3}}
+    with pytest.raises(ValueError, match="'num_trials' is not KEY=VALUE"):
+        parse_overrides(["num_trials"])
+    with pytest.raises(ValueError, match="not valid YAML"):
+        parse_overrides(["fixed={a: [1"])
+
+
 def test_trial_errors_survive_pickling_and_metrics_are_scalars():
     error = NonFiniteLossError(2, 10, float("nan"), 1e-3, Path("ckpt/epoch_001"), global_step=30)
     again = pickle.loads(pickle.dumps(error))  # how Ray carries a trial's error to the driver
