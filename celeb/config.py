@@ -195,7 +195,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> TrainConfig:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys at the top, got {type(raw).__name__}")
-    lines = _key_lines(text)
+    lines = key_lines(text)
     flat = flatten(raw)
     for key in flat:
         if not (key in SECTIONS and flat[key] is None):
@@ -212,7 +212,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> TrainConfig:
         raise ConfigError(f"{path}{line}: {error}") from None
 
 
-def _key_lines(text: str) -> dict[str, int]:
+def key_lines(text: str) -> dict[str, int]:
     """Dotted key -> 1-based line number in a YAML text, for error messages."""
     lines: dict[str, int] = {}
 

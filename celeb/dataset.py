@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from celeb.schema import ATTRIBUTE_NAMES, IMAGE_ID, TABLE_FILE
+from celeb.schema import ATTRIBUTE_NAMES, IMAGE_ID, SPLITS, TABLE_FILE
 
-SPLITS = ("train", "val", "test")
 
 
 @dataclass

@@ -13,13 +13,14 @@ Call `set_epoch(e)` before iterating; iterating twice without it repeats the sam
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
-Augment = Callable[[Tensor, torch.Generator], Tensor]
+from celeb.augment import Augment
+
 OUTPUTS = ("float", "uint8")
 
 

@@ -41,6 +41,7 @@ LANDMARK_COLUMNS: tuple[str, ...] = (
 
 # Official partition codes in list_eval_partition.txt.
 PARTITION_NAMES: dict[int, str] = {0: "train", 1: "val", 2: "test"}
+SPLITS: tuple[str, ...] = tuple(PARTITION_NAMES.values())  # the three splits, in order
 
 # Official file names; Kaggle's copy ships the same tables as .csv (no identity file).
 ATTR_FILE = "list_attr_celeba.txt"

@@ -30,9 +30,8 @@ from tqdm.auto import tqdm
 
 from celeb.annotations import require_columns
 from celeb.atomic import write_bytes_atomic
-from celeb.schema import ATTRIBUTE_NAMES, IDENTITY, IMAGE_ID, PARTITION, PARTITION_NAMES
+from celeb.schema import ATTRIBUTE_NAMES, IDENTITY, IMAGE_ID, PARTITION, PARTITION_NAMES, SPLITS
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
 STRATEGIES: tuple[str, ...] = ("official", "balanced")
 SPLIT_FILE = "split.parquet"
 MAX_POS_WEIGHT = 1e3

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from celeb.config import ConfigError, TrainConfig, config_from_dict, flatten, validate_keys
+from celeb.config import ConfigError, TrainConfig, config_from_dict, flatten, key_lines, validate_keys
 from celeb.records import WANDB_MODES
 
 PARAM_TYPES = ("uniform", "loguniform", "int", "choice")
@@ -221,7 +221,7 @@ def load_spec(path: str | Path, overrides: Mapping[str, Any] | None = None,
     if not isinstance(raw, dict):
         raise SweepSpecError(f"{path}: expected a mapping of sweep keys at the top, got {type(raw).__name__}")
     raw = {**raw, **(overrides or {})}
-    return spec_from_dict(raw, source=str(path), lines=_key_lines(text), base_dir=base_dir)
+    return spec_from_dict(raw, source=str(path), lines=key_lines(text), base_dir=base_dir)
 
 
 def spec_from_dict(raw: Mapping[str, Any], source: str = "<dict>", lines: Mapping[str, int] | None = None,
@@ -530,19 +530,6 @@ def _asha(raw: Any, epochs: int, fail) -> AshaSettings | None:
         raise fail("asha.promotion", f"sweep key 'asha.promotion' must be one of {', '.join(PROMOTIONS)}, "
                                      f"got {promotion!r}")
     return AshaSettings(max_t=max_t, grace_period=grace, reduction_factor=factor, promotion=promotion)
-
-
-def _key_lines(text: str) -> dict[str, int]:
-    """Dotted key -> 1-based line in the YAML text (two levels deep: enough for spec sections)."""
-    lines: dict[str, int] = {}
-    root = yaml.compose(text)
-    if isinstance(root, yaml.MappingNode):
-        for key_node, value_node in root.value:
-            lines[key_node.value] = key_node.start_mark.line + 1
-            if isinstance(value_node, yaml.MappingNode):
-                for sub_key, _ in value_node.value:
-                    lines[f"{key_node.value}.{sub_key.value}"] = sub_key.start_mark.line + 1
-    return lines
 
 
 # ----------------------------------------------------------------------------- describing and ranking
