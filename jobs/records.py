@@ -25,7 +25,7 @@ from ray.tune.experiment import Trial
 from celeb import storage
 from celeb.records import RecordKeeper, RecordReport, RunInfo, run_info_of
 from celeb.runfolder import METRICS_FILE
-from jobs.resume import ADOPTED_FILE
+from jobs.resume import orphan_folders
 from celeb.sweep import WandbSettings, trial_dirname
 
 REPORT_FILE = "wandb_report.json"
@@ -47,15 +47,10 @@ class WandbRecords(tune.Callback):
         self.keeper = RecordKeeper(self.settings.mode, upload_every_s=self.settings.upload_every_s).start()
 
     def orphans(self, trials: list[Trial]) -> list[str]:
-        """Trial folders of this experiment that none of Tune's trials owns and none adopted (local storage only)."""
-        if storage.is_uri(self.experiment_path):
-            return []
-        known = {trial_dirname(t.trial_id) for t in trials}
-        folders = [storage.join(self.experiment_path, name) for name in storage.list_names(self.experiment_path, dirs=True)
-                   if name.startswith(trial_dirname("")) and name not in known]
-        # an adopted orphan's epochs are in its adopter's record
-        return [f for f in folders if storage.exists(storage.join(f, METRICS_FILE))
-                and not storage.exists(storage.join(f, ADOPTED_FILE))]
+        """Trial folders with epochs that none of Tune's trials owns and none adopted (an adopted
+        orphan's epochs are in its adopter's record)."""
+        return [f for f in orphan_folders(self.experiment_path, [t.trial_id for t in trials])
+                if storage.exists(storage.join(f, METRICS_FILE))]
 
     def folder(self, trial: Trial) -> str:
         return storage.join(self.experiment_path, trial_dirname(trial.trial_id))

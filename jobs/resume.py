@@ -42,6 +42,7 @@ from ray import tune
 
 from celeb import runfolder, sealed, storage
 from celeb.runfolder import TUNE_CHECKPOINT_PREFIX
+from celeb.sweep import trial_dirname
 
 ORPHANS_FILE = "orphans.json"  # in the experiment folder: config -> trial folders no Tune trial owns
 ADOPTED_FILE = "adopted_by.json"  # in an orphan's folder, once a new trial took it over
@@ -138,16 +139,23 @@ def config_key(config: Mapping[str, Any]) -> str:
     return json.dumps(dict(config), sort_keys=True, default=str)
 
 
+def orphan_folders(experiment_path: str, known_trial_ids: Iterable[str]) -> list[str]:
+    """Trial folders of a local sweep that none of `known_trial_ids` owns and no trial adopted."""
+    if storage.is_uri(experiment_path):
+        return []
+    known = {trial_dirname(trial_id) for trial_id in known_trial_ids}
+    return [str(folder) for folder in sorted(Path(experiment_path).glob(trial_dirname("*")))
+            if folder.name not in known and not (folder / ADOPTED_FILE).exists()]
+
+
 def write_orphans(experiment_path: str, known_trial_ids: Iterable[str]) -> dict[str, list[str]]:
     """List the sweep's orphans (trial folders of a local sweep that none of `known_trial_ids` owns,
     not yet adopted) by config in experiment_path/orphans.json, for new trials to adopt; return them."""
     orphans: dict[str, list[str]] = {}
-    if not storage.is_uri(experiment_path):
-        known = {f"trial_{trial_id}" for trial_id in known_trial_ids}
-        for folder in sorted(Path(experiment_path).glob("trial_*")):
-            starts = runfolder.read_starts(folder)  # the trial's first start noted its config
-            if folder.name not in known and starts and starts[0].get("config") and not (folder / ADOPTED_FILE).exists():
-                orphans.setdefault(config_key(starts[0]["config"]), []).append(str(folder))
+    for folder in orphan_folders(experiment_path, known_trial_ids):
+        starts = runfolder.read_starts(folder)  # the trial's first start noted its config
+        if starts and starts[0].get("config"):
+            orphans.setdefault(config_key(starts[0]["config"]), []).append(folder)
     storage.write_text(storage.join(experiment_path, ORPHANS_FILE), json.dumps(orphans, indent=1))
     return orphans
 

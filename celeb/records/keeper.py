@@ -65,7 +65,6 @@ class RecordKeeper:
         self.report = RecordReport(mode=self.mode)
         self._writers: dict[str, RecordWriter] = {}
         self._known: set[str] = set()  # folders whose pending uploads count in the report
-        self._cleaned: set[str] = set()
         self._failed: set[str] = set()
         self._tasks: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._uploads: queue.Queue[tuple[str, Segment] | None] = queue.Queue()
@@ -115,6 +114,7 @@ class RecordKeeper:
             self._uploads.put(None)
             self._threads[1].join(timeout=upload_timeout_s if upload_timeout_s is not None else self.upload_timeout_s)
         self._threads = []
+        self.report.epochs = sum(writer.logged for writer in self._writers.values())
         with self._ledger_lock:
             self.report.not_uploaded = [f"{folder}/{WANDB_DIR}/{s.dir}" for folder, s in self._pending_segments()]
         return self.report
@@ -137,11 +137,9 @@ class RecordKeeper:
                 self._tasks.task_done()
 
     def _writer(self, folder: str, info: RunInfo) -> RecordWriter:
-        if folder not in self._cleaned:
-            self._cleaned.add(folder)
-            self.report.discarded += discard_unlisted(folder)
         writer = self._writers.get(folder)
-        if writer is None:
+        if writer is None:  # first touch of the folder: clear what a killed writer left first
+            self.report.discarded += discard_unlisted(folder)
             writer = self._writers[folder] = RecordWriter(folder, info)
             self.report.runs += 1
         writer.info = info
@@ -150,16 +148,14 @@ class RecordKeeper:
     def _sync(self, folder: str, info: RunInfo) -> None:
         with self._guard(folder, "writing the W&B record of"):
             writer = self._writer(folder, info)
-            self.report.epochs += writer.sync()
+            writer.sync()
             if (self.mode == "online" and self.upload_every_s is not None and writer.open
                     and time.monotonic() - writer.opened_at > self.upload_every_s):
                 self._finish_segment(writer, "finished", final=False)
 
     def _close(self, folder: str, info: RunInfo, state: str, final: bool) -> None:
         with self._guard(folder, "finishing the W&B record of"):
-            writer = self._writer(folder, info)
-            self.report.epochs += writer.sync()
-            self._finish_segment(writer, state, final)
+            self._finish_segment(self._writer(folder, info), state, final)
 
     def _finish_segment(self, writer: RecordWriter, state: str, final: bool) -> None:
         with self._ledger_lock:

@@ -43,7 +43,8 @@ class RecordWriter:
         self.staging: Path | None = None
         self.opened_at = 0.0
         self._first = self._last = None
-        self._epochs = 0
+        self._epochs = 0  # in the open segment
+        self.logged = 0  # epochs this writer logged, all segments
         self._logged_step: int | None = self.ledger.last_step
 
     @property
@@ -67,6 +68,7 @@ class RecordWriter:
             self._first = step if self._first is None else self._first
             self._last, self._logged_step = step, step
             self._epochs += 1
+        self.logged += len(rows)
         return len(rows)
 
     def close(self, state: str = "finished", final: bool = True) -> Segment | None:
@@ -117,6 +119,8 @@ class RecordWriter:
         if run is not None:
             with contextlib.suppress(Exception):
                 run.finish(exit_code=1)
+        self.logged -= self._epochs  # written again, and counted then
+        self._epochs = 0
         self._logged_step = self.ledger.last_step
         self._discard_staging()
 
