@@ -153,13 +153,18 @@ def best_row(rows: Sequence[Mapping[str, Any]], metric: str, mode: str) -> dict[
     return dict(pick(scored, key=lambda row: row[metric]))
 
 
+def tune_checkpoint_dirs(folder: str | os.PathLike[str]) -> list[str]:
+    """The checkpoint_NNNNNN folders Tune keeps in a sweep trial's folder, by name."""
+    return [storage.join(folder, name) for name in storage.list_names(folder, dirs=True)
+            if name.startswith(TUNE_CHECKPOINT_PREFIX)]
+
+
 def checkpoint_of_epoch(folder: str | os.PathLike[str], epoch: int) -> str | None:
     """The complete checkpoint of `epoch` kept in a run folder (a sweep trial's checkpoint_*, Tune's,
     or a local run's checkpoints/epoch_*), or None."""
     from celeb import sealed
 
-    candidates = [storage.join(folder, name) for name in storage.list_names(folder, dirs=True)
-                  if name.startswith(TUNE_CHECKPOINT_PREFIX)]
+    candidates = tune_checkpoint_dirs(folder)
     candidates += [storage.join(folder, "checkpoints", name)
                    for name in storage.list_names(storage.join(folder, "checkpoints"), dirs=True)]
     for path in candidates:

@@ -101,12 +101,7 @@ def download_into(folder: Path):
 
 def tune_checkpoints(trial_folder: str) -> list[str]:
     """The checkpoint folders Tune stored for the trial (placeholders left out)."""
-    return [path for path in _checkpoint_dirs(trial_folder) if not storage.exists(storage.join(path, PRUNED_FILE))]
-
-
-def _checkpoint_dirs(trial_folder: str) -> list[str]:
-    return [storage.join(trial_folder, name) for name in storage.list_names(trial_folder, dirs=True)
-            if name.startswith(TUNE_CHECKPOINT_PREFIX)]
+    return [path for path in runfolder.tune_checkpoint_dirs(trial_folder) if not storage.exists(storage.join(path, PRUNED_FILE))]
 
 
 def fill_pruned_checkpoints(experiment_path: str) -> int:
@@ -114,7 +109,7 @@ def fill_pruned_checkpoints(experiment_path: str) -> int:
     filled = 0
     for trial in storage.list_names(experiment_path, dirs=True):
         folder = storage.join(experiment_path, trial)
-        indices = {int(name.rsplit("_", 1)[-1]) for name in map(_name, _checkpoint_dirs(folder))
+        indices = {int(name.rsplit("_", 1)[-1]) for name in map(_name, runfolder.tune_checkpoint_dirs(folder))
                    if name.rsplit("_", 1)[-1].isdigit()}
         for index in set(range(max(indices, default=0))) - indices:
             storage.write_text(storage.join(folder, f"{TUNE_CHECKPOINT_PREFIX}{index:06d}", PRUNED_FILE),
@@ -125,7 +120,7 @@ def fill_pruned_checkpoints(experiment_path: str) -> int:
 
 def remove_placeholders(experiment_path: str) -> None:
     for trial in storage.list_names(experiment_path, dirs=True):
-        for path in _checkpoint_dirs(storage.join(experiment_path, trial)):
+        for path in runfolder.tune_checkpoint_dirs(storage.join(experiment_path, trial)):
             if storage.exists(storage.join(path, PRUNED_FILE)):
                 storage.delete_dir(path)
 
