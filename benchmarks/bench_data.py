@@ -5,8 +5,8 @@
 Makes n synthetic faces (celeb.synth) in a temporary folder (or reuses --data, a folder that
 `celeb synth` wrote) and prints, in images per second:
 
-  (a) building the decode-once cache (celeb.cache.build_cache, 64 px, `workers` processes);
-  (b) one epoch from the cache with celeb.loader.BatchLoader (batch 256, shuffled): uint8 batches
+  (a) building the decode-once cache (celeb.data.cache.build_cache, 64 px, `workers` processes);
+  (b) one epoch from the cache with celeb.data.loader.BatchLoader (batch 256, shuffled): uint8 batches
       ready for the device, and float batches with the light augmentation on the CPU;
   (c) the tutorial pipeline: torchvision.datasets.CelebA with PIL transforms
       Compose([CenterCrop(148), Resize(64), ToTensor()]) in a DataLoader with `workers` workers;
@@ -34,10 +34,10 @@ from torchvision import datasets, transforms
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from celeb.augment import make_augment  # noqa: E402
-from celeb.cache import build_cache, open_cache  # noqa: E402
-from celeb.loader import BatchLoader  # noqa: E402
-from celeb.schema import ATTR_FILE, ATTRIBUTE_NAMES, IMAGE_DIR  # noqa: E402
+from celeb.data.augment import make_augment  # noqa: E402
+from celeb.data.cache import build_cache, open_cache  # noqa: E402
+from celeb.data.loader import BatchLoader  # noqa: E402
+from celeb.data.schema import ATTR_FILE, ATTRIBUTE_NAMES, IMAGE_DIR  # noqa: E402
 
 # The CPU target for augmented float batches (15x) was set against a gather + float + flip;
 # "light" adds per-sample shifts and colour jitter on top and is reported beside it.

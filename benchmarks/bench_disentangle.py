@@ -21,7 +21,7 @@ import numpy as np
 
 from celeb import disentangle as dl
 from celeb.dimensions import evaluate_dimensions, label_dimensions
-from celeb.schema import ATTRIBUTE_NAMES, CELEBA_PREVALENCE
+from celeb.data.schema import ATTRIBUTE_NAMES, CELEBA_PREVALENCE
 
 FIXED_ATTRIBUTES = ("Smiling", "Male", "Eyeglasses", "Blond_Hair", "Wearing_Hat", "Bangs", "Black_Hair",
                     "Wavy_Hair", "No_Beard", "Pale_Skin")

@@ -48,7 +48,7 @@ os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "2"  # Tune's snapshots, as often as on
 import ray  # noqa: E402
 
 from bench_sweep import make_data  # noqa: E402
-from celeb import runfolder, sealed  # noqa: E402
+from celeb.training import runfolder, sealed  # noqa: E402
 from celeb.records import audit  # noqa: E402
 from jobs.resume import ADOPTED_FILE  # noqa: E402
 from jobs.sweep import run_sweep, start_local_ray  # noqa: E402

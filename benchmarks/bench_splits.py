@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from celeb.schema import ATTRIBUTE_NAMES, CELEBA_PREVALENCE, IDENTITY, IMAGE_ID, PARTITION
-from celeb.splits import SPLITS, balance_report, make_split
+from celeb.data.schema import ATTRIBUTE_NAMES, CELEBA_PREVALENCE, IDENTITY, IMAGE_ID, PARTITION
+from celeb.data.splits import SPLITS, balance_report, make_split
 
 REAL_FIRST20000 = Path(__file__).resolve().parents[1].parent / "shared" / "celeba-annotations" / "first20000"
 
@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if REAL_FIRST20000.is_dir():
-        from celeb.annotations import load_annotations
+        from celeb.data.annotations import load_annotations
 
         bench("real CelebA, first 20,000", load_annotations(REAL_FIRST20000).table, args.seed, official=True)
     else:

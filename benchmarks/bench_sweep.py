@@ -31,8 +31,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 from ray import tune  # noqa: E402
 
 from celeb.config import config_from_dict  # noqa: E402
-from celeb.dataset import load_data  # noqa: E402
-from celeb.train import fit  # noqa: E402
+from celeb.data.dataset import load_data  # noqa: E402
+from celeb.training.loop import fit  # noqa: E402
 from jobs.sweep import run_sweep, start_local_ray  # noqa: E402
 
 SMOKE = REPO / "sweeps" / "smoke.yaml"
@@ -40,11 +40,11 @@ SMOKE = REPO / "sweeps" / "smoke.yaml"
 
 def make_data(root: Path, n: int) -> Path:
     """synth -> table -> balanced split -> 64 px cache (reused when it exists)."""
-    from celeb.annotations import load_annotations, write_table
-    from celeb.cache import build_cache
-    from celeb.dataset import cache_dir, split_dir
-    from celeb.schema import IMAGE_ID, TABLE_FILE
-    from celeb.splits import balance_report, make_split, write_split
+    from celeb.data.annotations import load_annotations, write_table
+    from celeb.data.cache import build_cache
+    from celeb.data.dataset import cache_dir, split_dir
+    from celeb.data.schema import IMAGE_ID, TABLE_FILE
+    from celeb.data.splits import balance_report, make_split, write_split
     from celeb.synth import synthesize
 
     data = root / f"data_n{n}"
@@ -116,7 +116,7 @@ def tune_overhead(data: Path, storage: Path) -> dict:
     epochs, points = 3, [{"lr": 1e-3, "cvae.beta": b} for b in (0.5, 1.0, 2.0)]
     overrides = smoke_overrides(data, storage, "overhead_real", epochs, num_trials=len(points), searcher="random",
                                 asha=None, max_concurrent=1, optuna={"points_to_evaluate": points})
-    from celeb.sweep import base_trial_config, load_spec, trial_seeds
+    from celeb.sweep.spec import base_trial_config, load_spec, trial_seeds
 
     spec = load_spec(SMOKE, overrides)
     started = time.perf_counter()

@@ -3,7 +3,7 @@
     python benchmarks/bench_train.py                       # CPU, and CUDA when there is one
     python benchmarks/bench_train.py --device cuda --compile --batch 64 256
 
-For each width k in (16, 32, 64, 128) it times the step `celeb.train.fit` takes (AdamW, the β-VAE
+For each width k in (16, 32, 64, 128) it times the step `celeb.training.loop.fit` takes (AdamW, the β-VAE
 loss; on CUDA also bf16 autocast and channels_last, as fit does), after a few warm-up steps. On CUDA
 it also counts the step's FLOPs with torch.utils.flop_counter.FlopCounterMode and prints the achieved
 TFLOP/s and the fraction of the GPU's peak dense bf16 matrix throughput (from a table keyed by the

@@ -30,8 +30,8 @@ def _cmd_synth(args: argparse.Namespace) -> None:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> None:
-    from celeb.annotations import describe_missing, load_annotations, write_table
-    from celeb.schema import IMAGE_ID, TABLE_FILE
+    from celeb.data.annotations import describe_missing, load_annotations, write_table
+    from celeb.data.schema import IMAGE_ID, TABLE_FILE
 
     celeba_dir, data_dir = Path(args.celeba_dir), Path(args.out)
     annotations = load_annotations(celeba_dir)
@@ -54,8 +54,8 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
               "Splits and reports work now; add the images and rerun `celeb prepare` for the cache.")
         return
 
-    from celeb.cache import build_cache
-    from celeb.dataset import cache_dir
+    from celeb.data.cache import build_cache
+    from celeb.data.dataset import cache_dir
 
     image_ids = annotations.table[IMAGE_ID].tolist()
     for size in args.size:
@@ -66,7 +66,7 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
 
 def _find_image_dir(celeba_dir: Path) -> Path | None:
     """The folder of aligned JPEGs in any common layout (flat, Google Drive's Img/, Kaggle's nested)."""
-    from celeb.schema import IMAGE_DIR
+    from celeb.data.schema import IMAGE_DIR
 
     for candidate in (celeba_dir / IMAGE_DIR / IMAGE_DIR, celeba_dir / IMAGE_DIR,
                       celeba_dir / "Img" / IMAGE_DIR):
@@ -76,10 +76,10 @@ def _find_image_dir(celeba_dir: Path) -> Path | None:
 
 
 def _cmd_split(args: argparse.Namespace) -> None:
-    from celeb.annotations import read_table
-    from celeb.dataset import split_dir
-    from celeb.schema import TABLE_FILE
-    from celeb.splits import balance_report, make_split, write_split
+    from celeb.data.annotations import read_table
+    from celeb.data.dataset import split_dir
+    from celeb.data.schema import TABLE_FILE
+    from celeb.data.splits import balance_report, make_split, write_split
 
     data_dir = Path(args.data_dir)
     table = read_table(data_dir / TABLE_FILE)
@@ -94,8 +94,8 @@ def _cmd_split(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from celeb.local import run_local
-    from celeb.train import NonFiniteLossError
+    from celeb.training.local import run_local
+    from celeb.training.loop import NonFiniteLossError
 
     try:
         run_local(args.task, Path(args.config), args.set,

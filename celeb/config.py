@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import yaml
 
-from celeb.schema import ATTRIBUTE_NAMES
+from celeb.data.schema import ATTRIBUTE_NAMES
 
 
 class ConfigError(ValueError):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from celeb.schema import ATTRIBUTE_NAMES
+from celeb.data.schema import ATTRIBUTE_NAMES
 
 
 def _as_numpy(a: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Central review of trained checkpoints: find them, rank them, look at the best ones, export one.
 
-A checkpoint is any folder holding both state.pt and meta.json (celeb/checkpoint.py), so a local
+A checkpoint is any folder holding both state.pt and meta.json (celeb/training/checkpoint.py), so a local
 run (runs/<run>/checkpoints/epoch_NNN/) and a Ray Tune sweep (<storage>/<sweep>/<trial>/
 checkpoint_00000K/) are read the same way; only meta.json is read to build the table.
 
@@ -51,7 +51,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from celeb.atomic import atomic_path, write_text_atomic
-from celeb.checkpoint import META_FILE, STATE_FILE, code_version, plain
+from celeb.training.checkpoint import META_FILE, STATE_FILE, code_version, plain
 from celeb.config import TrainConfig, config_from_dict, flatten, valid_keys
 from celeb.dimensions import LABEL_MIN_MI
 from celeb.models import build_model, config_beta
@@ -404,7 +404,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
 def eval_images(config: TrainConfig, data_dir: str | Path | None, num_images: int) -> EvalSet:
     """Up to `num_images` val images of the data a config trained on, their labels and (for the
     synthetic faces, whose data dir holds factors.parquet) their true factors."""
-    from celeb.dataset import load_data
+    from celeb.data.dataset import load_data
 
     d = config.data
     source = Path(data_dir) if data_dir is not None else Path(d.data_dir)
@@ -500,7 +500,7 @@ def save_png(image: torch.Tensor | np.ndarray, path: Path) -> Path:
     """A panel (float (3,H,W) tensor or (H,W,3) uint8 array) as a PNG, written atomically."""
     from PIL import Image
 
-    from celeb.tracking import as_image_array
+    from celeb.training.tracking import as_image_array
 
     with atomic_path(path) as tmp:
         Image.fromarray(as_image_array(image)).save(tmp, format="PNG")
@@ -736,7 +736,7 @@ def data_url(image: torch.Tensor | np.ndarray, kind: str = "png") -> tuple[str, 
     small), and its width in pixels."""
     from PIL import Image
 
-    from celeb.tracking import as_image_array
+    from celeb.training.tracking import as_image_array
 
     buffer = io.BytesIO()
     picture = Image.fromarray(as_image_array(image))

@@ -49,7 +49,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
 from celeb.atomic import atomic_path, write_bytes_atomic, write_text_atomic
-from celeb.schema import (
+from celeb.data.schema import (
     ATTR_FILE, ATTRIBUTE_NAMES, BBOX_COLUMNS, BBOX_FILE, CELEBA_PREVALENCE, IDENTITY, IDENTITY_FILE,
     IMAGE_DIR, IMAGE_HEIGHT, IMAGE_ID, IMAGE_WIDTH, LANDMARK_COLUMNS, LANDMARKS_FILE, PARTITION,
     PARTITION_FILE,

@@ -1,6 +1,6 @@
 """The sweep's W&B records, kept by the driver: a Tune callback over celeb.records.RecordKeeper.
 
-Trials never talk to W&B. Each trial writes its run folder (celeb.runfolder) before it reports an
+Trials never talk to W&B. Each trial writes its run folder (celeb.training.runfolder) before it reports an
 epoch; this callback, in the driver, brings the trial's W&B run up to date from that folder after
 each result, and finishes it when Tune completes the trial (its last epoch, an ASHA stop, early
 stopping), fails it (after its retries) or ends the experiment (an interrupted sweep's runs are
@@ -24,9 +24,9 @@ from ray.tune.experiment import Trial
 
 from celeb import storage
 from celeb.records import RecordKeeper, RecordReport, RunInfo, run_info_of
-from celeb.runfolder import METRICS_FILE
+from celeb.training.runfolder import METRICS_FILE
 from jobs.resume import orphan_folders
-from celeb.sweep import WandbSettings, trial_dirname
+from celeb.sweep.spec import WandbSettings, trial_dirname
 
 REPORT_FILE = "wandb_report.json"
 

@@ -4,8 +4,8 @@ Tune hands a restarted trial the checkpoint its last experiment snapshot registe
 is written every few seconds at most, so after a killed driver it can be older than checkpoints
 the trial had already stored in its folder; and a checkpoint can be cut short while it is copied
 to storage. So the trial looks at every checkpoint it has, Tune's and those in its folder, and
-continues from the newest complete one (celeb.sealed), saying which newer ones it passed over
-and why. Every start is noted in the run folder's starts.jsonl (celeb.runfolder).
+continues from the newest complete one (celeb.training.sealed), saying which newer ones it passed over
+and why. Every start is noted in the run folder's starts.jsonl (celeb.training.runfolder).
 
 Tune deletes a trial's older checkpoints as newer ones arrive (`num_to_keep`), and its snapshot can
 still name a deleted one; Tune then refuses to restore the trial at all ("does not exist on
@@ -40,9 +40,11 @@ from typing import Any
 import pyarrow.fs
 from ray import tune
 
-from celeb import runfolder, sealed, storage
-from celeb.runfolder import TUNE_CHECKPOINT_PREFIX
-from celeb.sweep import trial_dirname
+from celeb.training import runfolder, sealed
+
+from celeb import storage
+from celeb.training.runfolder import TUNE_CHECKPOINT_PREFIX
+from celeb.sweep.spec import trial_dirname
 
 ORPHANS_FILE = "orphans.json"  # in the experiment folder: config -> trial folders no Tune trial owns
 ADOPTED_FILE = "adopted_by.json"  # in an orphan's folder, once a new trial took it over

@@ -3,14 +3,14 @@
     python -m jobs.sweep sweeps/smoke.yaml [--resume] [--address auto] [--set data_dir=demo/data]
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.sweep sweeps/x.yaml
 
-The spec is checked first (celeb.sweep.load_spec) and the data dir opened, so a typo fails once, on
+The spec is checked first (celeb.sweep.spec.load_spec) and the data dir opened, so a typo fails once, on
 the driver, before any trial starts. Then one Tune run: `SeededOptunaSearch` (or seeded random
 search) proposes configs, `ASHAScheduler` stops poor ones at its rungs (metric and mode are set
 once, in TuneConfig; with `asha.promotion: quota`, the default, its bracket is `QuotaBracket`,
 which bounds how many trials each rung promotes), each trial gets `resources`, a failing trial is
 retried from its newest complete checkpoint up to `max_failures` times, and the best `num_to_keep`
 checkpoints per trial are kept. The driver writes every trial's W&B run from the trial's folder
-(jobs.records). At the end the trials are ranked from their folders (celeb.sweep.rank_trials),
+(jobs.records). At the end the trials are ranked from their folders (celeb.sweep.spec.rank_trials),
 printed and written to <experiment>/ranking.csv, with a line on the W&B records.
 
 Resuming (`--resume`, after the driver or the head was killed) continues the same experiment dir:
@@ -56,9 +56,11 @@ from ray.tune.schedulers.async_hyperband import _Bracket
 from ray.tune.search import BasicVariantGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from celeb import runfolder, storage
+from celeb.training import runfolder
+
+from celeb import storage
 from celeb.config import parse_override
-from celeb.sweep import (SweepSpec, SweepSpecError, base_trial_config, describe, format_table, load_spec,
+from celeb.sweep.spec import (SweepSpec, SweepSpecError, base_trial_config, describe, format_table, load_spec,
                          rank_trials, summarize_configs, trial_dirname, trial_seeds)
 from jobs.records import REPORT_FILE, WandbRecords, read_report
 from jobs.resume import fill_pruned_checkpoints, remove_placeholders, write_orphans
@@ -386,7 +388,7 @@ def check_data_dir(spec: SweepSpec) -> None:
     """Open the data the trials will train on (table, split, cache) so a missing piece fails now."""
     if "://" in spec.data_dir:
         return
-    from celeb.dataset import load_data
+    from celeb.data.dataset import load_data
 
     fixed = spec.fixed
     load_data(Path(spec.data_dir), split=fixed.get("data.split", "balanced"),
@@ -394,7 +396,7 @@ def check_data_dir(spec: SweepSpec) -> None:
 
 
 def ranking_rows(results: tune.ResultGrid, spec: SweepSpec) -> list[dict[str, Any]]:
-    """One row per trial for celeb.sweep.rank_trials: Tune's results for the config and the status;
+    """One row per trial for celeb.sweep.spec.rank_trials: Tune's results for the config and the status;
     the trial's own folder for its epochs and the checkpoint of its best one (after a resume from
     an older experiment snapshot, Tune's record of a trial can lack epochs its folder holds)."""
     seeds = trial_seeds(spec.seeds.sweep_seed, spec.seeds.repeats)

@@ -1,6 +1,6 @@
-"""The function Ray Tune runs for one trial: its config -> TrainConfig -> data -> `celeb.train.fit`.
+"""The function Ray Tune runs for one trial: its config -> TrainConfig -> data -> `celeb.training.loop.fit`.
 
-The trial writes its run folder (celeb.runfolder: metrics.jsonl, panels, tables) inside the
+The trial writes its run folder (celeb.training.runfolder: metrics.jsonl, panels, tables) inside the
 sweep's experiment folder, or in its working dir, which Tune syncs there, when the sweep is kept
 on an object store. Each epoch, `fit` writes the epoch's row and panels, then a sealed checkpoint,
 then calls back here, and the epoch's scalar metrics go to `tune.report` with that checkpoint.
@@ -20,11 +20,11 @@ from typing import Any
 from ray import tune
 
 from celeb import storage
-from celeb.dataset import load_data
-from celeb.runfolder import scalar_values
-from celeb.sweep import train_config_from_trial, trial_dirname
-from celeb.tracking import LocalTracker
-from celeb.train import fit, seed_everything
+from celeb.data.dataset import load_data
+from celeb.training.runfolder import scalar_values
+from celeb.sweep.spec import train_config_from_trial, trial_dirname
+from celeb.training.tracking import LocalTracker
+from celeb.training.loop import fit, seed_everything
 from jobs.resume import resume_checkpoint
 
 

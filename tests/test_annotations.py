@@ -1,4 +1,4 @@
-"""celeb.annotations: finding, parsing and validating CelebA's annotation files; the Parquet table."""
+"""celeb.data.annotations: finding, parsing and validating CelebA's annotation files; the Parquet table."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from celeb.annotations import (
+from celeb.data.annotations import (
     AnnotationError, AnnotationFiles, MissingColumnsError,
     build_table, describe_missing, find_annotation_files, load_annotations, read_annotation_file,
     read_table, require_columns, table_missing, write_table,
 )
-from celeb.schema import (
+from celeb.data.schema import (
     ATTR_FILE, ATTRIBUTE_NAMES, BBOX_COLUMNS, BBOX_FILE, IDENTITY_FILE, LANDMARK_COLUMNS, LANDMARKS_FILE,
     PARTITION_FILE,
 )

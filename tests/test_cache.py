@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from celeb import cache
-from celeb.cache import BadImagesError, build_cache, open_cache
-from celeb.schema import IMAGE_HEIGHT, IMAGE_WIDTH
+from celeb.data import cache
+from celeb.data.cache import BadImagesError, build_cache, open_cache
+from celeb.data.schema import IMAGE_HEIGHT, IMAGE_WIDTH
 
 
 def face_like(rng: np.random.Generator) -> np.ndarray:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from celeb.sweep import load_spec
+from celeb.sweep.spec import load_spec
 
 jsonschema = pytest.importorskip("jsonschema")  # the autoscaler's validation uses it
 from ray.autoscaler._private.util import prepare_config, validate_config  # noqa: E402

@@ -14,7 +14,7 @@ import pytest
 from sklearn.metrics import mutual_info_score
 
 from celeb import disentangle as dl
-from celeb.schema import ATTR_FILE
+from celeb.data.schema import ATTR_FILE
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "celeba-annotations"
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from celeb.augment import BatchAugment, HeavyAugment, make_augment
-from celeb.loader import BatchLoader
+from celeb.data.augment import BatchAugment, HeavyAugment, make_augment
+from celeb.data.loader import BatchLoader
 
 N, SIZE = 50, 8
 

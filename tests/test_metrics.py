@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from celeb.metrics import attribute_metrics, majority_baseline
-from celeb.schema import ATTRIBUTE_NAMES
+from celeb.data.schema import ATTRIBUTE_NAMES
 
 
 def _random_problem(n: int = 300, a: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

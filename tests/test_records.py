@@ -18,10 +18,10 @@ import pytest
 import torch
 from PIL import Image
 
-from celeb import runfolder, sealed
+from celeb.training import runfolder, sealed
 from celeb.records import (Ledger, RecordKeeper, RunInfo, audit, loggable_config, offline_run_records,
                            read_recorded, resolve_wandb_mode)
-from celeb.tracking import LocalTracker, MultiTracker, NullTracker, as_image_array
+from celeb.training.tracking import LocalTracker, MultiTracker, NullTracker, as_image_array
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_KEY = "fakekey0123456789abcdef0123456789abcdef01"
@@ -356,7 +356,7 @@ def test_local_tracker_writes_latest_and_per_step_tables(tmp_path):
 
 
 def test_importing_the_trackers_and_records_does_not_import_wandb():
-    code = "import sys, celeb.tracking, celeb.records; assert 'wandb' not in sys.modules, 'wandb was imported'"
+    code = "import sys, celeb.training.tracking, celeb.records; assert 'wandb' not in sys.modules, 'wandb was imported'"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr

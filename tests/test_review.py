@@ -20,13 +20,13 @@ import pytest
 import torch
 from PIL import Image
 
-from celeb.checkpoint import META_FILE, STATE_FILE, list_checkpoints
+from celeb.training.checkpoint import META_FILE, STATE_FILE, list_checkpoints
 from celeb.cli import main
 from celeb.config import config_from_dict
-from celeb.dataset import load_data
+from celeb.data.dataset import load_data
 from celeb.review import (RankingWarning, export_checkpoint, find_checkpoints, infer_mode, load_model,
                           rank_checkpoints, trial_names, write_review)
-from celeb.train import fit
+from celeb.training.loop import fit
 
 CVAE_TRIALS = {  # trial dir -> overrides: two local runs and one Tune trial, with different β
     "run_b1": {"cvae.beta": 1.0, "cvae.width": 4, "cvae.latent_dim": 4, "lr": 1e-3},
@@ -330,7 +330,7 @@ def test_classifier_cards_have_metrics_and_no_panels(roots, tmp_path):
 
 
 def test_face_panels_are_jpeg_unless_lossless_and_lossless_keeps_every_pixel(roots, tmp_path):
-    from celeb.tracking import as_image_array
+    from celeb.training.tracking import as_image_array
 
     for lossless in (False, True):
         result = write_review([roots["sweep"]], tmp_path / str(lossless), "val/mse", top=1, progress=False,

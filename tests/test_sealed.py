@@ -1,4 +1,4 @@
-"""Sealed folders (celeb.sealed): a checkpoint cut short is recognised, never resumed from, and the
+"""Sealed folders (celeb.training.sealed): a checkpoint cut short is recognised, never resumed from, and the
 run falls back to the previous complete one, naming both."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from celeb import sealed
+from celeb.training import sealed
 
 
 def checkpoint(root: Path, name: str, epoch: int, payload: bytes = b"x" * 100) -> Path:
@@ -90,7 +90,7 @@ def test_a_remote_candidate_is_checked_again_on_its_downloaded_copy(tmp_path):
 
 
 def test_celeb_train_resume_falls_back_from_a_torn_checkpoint_to_the_previous_one(tmp_path, capsys):
-    from celeb.local import resume_point
+    from celeb.training.local import resume_point
 
     previous = checkpoint(tmp_path / "checkpoints", "epoch_002", 2)
     torn = checkpoint(tmp_path / "checkpoints", "epoch_003", 3)

@@ -1,4 +1,4 @@
-"""Tests of celeb.splits: official and balanced identity-disjoint splits, the report, the split folder."""
+"""Tests of celeb.data.splits: official and balanced identity-disjoint splits, the report, the split folder."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from celeb.schema import ATTRIBUTE_NAMES, CELEBA_PREVALENCE, IDENTITY, IMAGE_ID, PARTITION
-from celeb.splits import (
+from celeb.data.schema import ATTRIBUTE_NAMES, CELEBA_PREVALENCE, IDENTITY, IMAGE_ID, PARTITION
+from celeb.data.splits import (
     MAX_POS_WEIGHT, SPLITS, balance_report, make_split, positive_weights, read_split, write_split,
 )
 
@@ -85,7 +85,7 @@ def medium_split(medium) -> pd.Series:
 def real_first20000() -> pd.DataFrame:
     if not (FIRST20000 / "list_attr_celeba.txt").is_file():
         pytest.skip(f"real CelebA annotations not at {FIRST20000}")
-    from celeb.annotations import load_annotations
+    from celeb.data.annotations import load_annotations
 
     return load_annotations(FIRST20000).table
 
@@ -342,7 +342,7 @@ def test_write_split_rejects_a_misaligned_split_and_writes_nothing(tmp_path):
 
 
 def test_importing_splits_loads_no_plotting_library():
-    code = "import sys, celeb.splits; print('matplotlib' in sys.modules)"
+    code = "import sys, celeb.data.splits; print('matplotlib' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
                             env={"PYTHONPATH": str(REPO), "PATH": ""})
     assert result.stdout.strip() == "False"

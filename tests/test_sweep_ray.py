@@ -30,13 +30,13 @@ import yaml
 ray = pytest.importorskip("ray")
 from ray import cloudpickle, tune  # noqa: E402
 
-from celeb.sweep import load_spec, trial_seeds  # noqa: E402
-from celeb.train import NonFiniteLossError  # noqa: E402
+from celeb.sweep.spec import load_spec, trial_seeds  # noqa: E402
+from celeb.training.loop import NonFiniteLossError  # noqa: E402
 from jobs.sweep import (QuotaBracket, SeededOptunaSearch, make_scheduler, run_sweep, search_space,  # noqa: E402
                         start_local_ray)
-from celeb import runfolder, sealed  # noqa: E402
+from celeb.training import runfolder, sealed  # noqa: E402
 from celeb.records import audit  # noqa: E402
-from celeb.runfolder import scalar_values as scalar_metrics  # noqa: E402
+from celeb.training.runfolder import scalar_values as scalar_metrics  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_DIR_ENV = "CELEB_TEST_TOY_DIR"
@@ -58,8 +58,8 @@ def toy_trial(config: dict, experiment_path: str) -> None:
     """
     from PIL import Image
 
-    from celeb import runfolder, sealed
-    from celeb.sweep import trial_dirname
+    from celeb.training import runfolder, sealed
+    from celeb.sweep.spec import trial_dirname
     from jobs.resume import resume_checkpoint
 
     control = Path(os.environ[TOY_DIR_ENV])

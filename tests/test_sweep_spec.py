@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from celeb.config import TrainConfig
-from celeb.sweep import (SweepSpecError, base_trial_config, load_spec, rank_trials, summarize_configs,
+from celeb.sweep.spec import (SweepSpecError, base_trial_config, load_spec, rank_trials, summarize_configs,
                          train_config_from_trial, trial_seeds)
 
 REPO = Path(__file__).resolve().parents[1]

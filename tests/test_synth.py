@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from celeb import synth
-from celeb.schema import (
+from celeb.data.schema import (
     ATTR_FILE, ATTRIBUTE_NAMES, BBOX_COLUMNS, BBOX_FILE, CELEBA_PREVALENCE, IDENTITY_FILE, IMAGE_DIR,
     LANDMARK_COLUMNS, LANDMARKS_FILE, PARTITION_FILE,
 )
@@ -303,7 +303,7 @@ def test_rejects_bad_sizes(tmp_path: Path) -> None:
 
 
 def test_annotations_parser_reads_back_what_was_written(small: synth.SynthResult) -> None:
-    annotations = pytest.importorskip("celeb.annotations")
+    annotations = pytest.importorskip("celeb.data.annotations")
     table = annotations.load_annotations(small.out_dir).table
     assert table["image_id"].tolist() == small.factors["image_id"].tolist()
     pd.testing.assert_frame_equal(table[list(ATTRIBUTE_NAMES)].reset_index(drop=True),

@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from celeb.checkpoint import capture_rng_state, list_checkpoints, load_checkpoint, restore_rng_state
+from celeb.training.checkpoint import capture_rng_state, list_checkpoints, load_checkpoint, restore_rng_state
 from celeb.config import ConfigError, TrainConfig, config_from_dict
-from celeb.dataset import CelebData
-from celeb.splits import MAX_POS_WEIGHT, positive_weight_array
-from celeb.train import ClassifierTask, CVAETask, NonFiniteLossError, fit
-from celeb.tracking import LocalTracker, read_metrics
+from celeb.data.dataset import CelebData
+from celeb.data.splits import MAX_POS_WEIGHT, positive_weight_array
+from celeb.training.loop import ClassifierTask, CVAETask, NonFiniteLossError, fit
+from celeb.training.tracking import LocalTracker, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 LOSS_KEYS = ("train/loss", "val/loss")
@@ -121,7 +121,7 @@ def test_checkpoint_holds_everything_and_loads_weights_only(data64, tmp_path):
 
 
 def test_a_checkpoint_is_sealed_and_one_cut_short_is_refused(data64, tmp_path):
-    from celeb import sealed
+    from celeb.training import sealed
 
     result = fit(tiny("cvae", epochs=1), data64, run_dir=tmp_path)
     assert sealed.check(result.last_checkpoint) == {"epoch": 1, "step": result.history[-1]["step"]}
@@ -281,7 +281,7 @@ def test_celeb_train_with_wandb_records_every_epoch_and_panel_from_its_run_folde
 
 
 def test_task_on_the_command_line_must_match_the_config(tmp_path):
-    from celeb.local import run_local
+    from celeb.training.local import run_local
 
     with pytest.raises(ConfigError, match=r"is a 'classifier' config but you asked for `celeb train cvae`"):
         run_local("cvae", REPO / "configs" / "classifier_debug.yaml", [], run_dir=tmp_path)

@@ -161,7 +161,7 @@ def test_true_factor_check_accepts_right_labels_and_rejects_wrong_ones():
 
 def test_review_latents_on_a_real_model_gives_every_view():
     from celeb.models import ConditionalVAE
-    from celeb.schema import ATTRIBUTE_NAMES
+    from celeb.data.schema import ATTRIBUTE_NAMES
 
     torch.manual_seed(0)
     model = ConditionalVAE(image_size=64, latent_dim=4, width=4, cond_dim=2).eval()
@@ -199,8 +199,8 @@ class Recorder:
 
 def test_fit_reports_mig_every_epoch_and_panels_every_panel_every_evaluations():
     from celeb.config import config_from_dict
-    from celeb.dataset import CelebData
-    from celeb.train import fit
+    from celeb.data.dataset import CelebData
+    from celeb.training.loop import fit
 
     rng = np.random.default_rng(0)
     labels = rng.random((60, 40)) < 0.4
@@ -222,8 +222,8 @@ def test_fit_reports_mig_every_epoch_and_panels_every_panel_every_evaluations():
 
 def test_final_metrics_come_once_after_the_last_epoch_when_asked():
     from celeb.config import config_from_dict
-    from celeb.dataset import CelebData
-    from celeb.train import fit
+    from celeb.data.dataset import CelebData
+    from celeb.training.loop import fit
 
     rng = np.random.default_rng(1)
     labels = rng.random((100, 40)) < 0.4

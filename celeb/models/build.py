@@ -11,7 +11,7 @@ from torch import nn
 from celeb.config import TrainConfig
 from celeb.models.classifier import build_classifier
 from celeb.models.cvae import ConditionalVAE, effective_beta
-from celeb.schema import ATTRIBUTE_NAMES
+from celeb.data.schema import ATTRIBUTE_NAMES
 
 
 def build_model(config: TrainConfig, image_size: int | None = None, pretrained: bool | None = None) -> nn.Module:

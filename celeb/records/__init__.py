@@ -1,6 +1,6 @@
 """W&B runs written from run folders: the one place this project talks to Weights & Biases.
 
-A run's folder (celeb.runfolder) is its source of truth: the trial writes each epoch's row, panels
+A run's folder (celeb.training.runfolder) is its source of truth: the trial writes each epoch's row, panels
 and tables there before it reports the epoch. The W&B record is derived from that folder, here,
 in a process that outlives the trial (the sweep's driver, or `celeb train` itself), so whatever
 ends a trial (its last epoch, ASHA, a NaN, a lost node) every epoch it finished reaches its run.

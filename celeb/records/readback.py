@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from celeb import runfolder
+from celeb.training import runfolder
 from celeb.records.ledger import SEGMENT_PREFIX, WANDB_DIR
 from celeb.records.upload import wandb_command
 

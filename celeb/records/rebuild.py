@@ -8,7 +8,9 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 
-from celeb import runfolder, storage
+from celeb.training import runfolder
+
+from celeb import storage
 from celeb.records.keeper import RecordKeeper, RecordReport
 from celeb.records.ledger import WANDB_DIR, Ledger
 from celeb.records.settings import RunInfo

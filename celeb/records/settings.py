@@ -41,7 +41,7 @@ def loggable_config(config: Mapping[str, Any], environ: Mapping[str, str] = os.e
     Nested dicts are filtered the same way. Dropping a harmless key such as "num_tokens" is the
     price of never logging a secret.
     """
-    from celeb.checkpoint import plain
+    from celeb.training.checkpoint import plain
 
     key = environ.get("WANDB_API_KEY", "").strip()
 

@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from celeb import runfolder, storage
+from celeb.training import runfolder
+
+from celeb import storage
 from celeb.records.ledger import SEGMENT_PREFIX, STAGING_DIR, WANDB_DIR, Ledger, Segment
 from celeb.records.settings import RunInfo, loggable_config
 

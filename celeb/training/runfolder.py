@@ -1,7 +1,7 @@
 """The run folder: what one run (a `celeb train` run, or one trial of a sweep) leaves on disk, and its readers.
 
     metrics.jsonl                       one JSON object per epoch, with the trainer's "step" (appended)
-    metrics.csv                         the same rows' scalar columns (celeb.tracking.LocalTracker)
+    metrics.csv                         the same rows' scalar columns (celeb.training.tracking.LocalTracker)
     images/<name>_step<NNNNNNN>.png     every panel logged, by step (<name>.png: the latest)
     tables/<name>_step<NNNNNNN>.csv     every table logged, by step (<name>.csv: the latest)
     starts.jsonl                        one line per start of a trial: the checkpoint it resumed from
@@ -162,7 +162,7 @@ def tune_checkpoint_dirs(folder: str | os.PathLike[str]) -> list[str]:
 def checkpoint_of_epoch(folder: str | os.PathLike[str], epoch: int) -> str | None:
     """The complete checkpoint of `epoch` kept in a run folder (a sweep trial's checkpoint_*, Tune's,
     or a local run's checkpoints/epoch_*), or None."""
-    from celeb import sealed
+    from celeb.training import sealed
 
     candidates = tune_checkpoint_dirs(folder)
     candidates += [storage.join(folder, "checkpoints", name)

@@ -1,6 +1,6 @@
 """The local debug run behind `celeb train cvae|classifier CONFIG.yaml [--set key=value]`: no Ray.
 
-It loads the config and the data, runs `celeb.train.fit` on the local GPU (or the CPU) with a
+It loads the config and the data, runs `celeb.training.loop.fit` on the local GPU (or the CPU) with a
 progress bar, and leaves everything in one run dir:
 
     runs/<task>-<time>/config.yaml            the exact config that ran
@@ -26,9 +26,9 @@ import yaml
 from tqdm.auto import tqdm
 
 from celeb.atomic import atomic_path, write_text_atomic
-from celeb.checkpoint import plain
+from celeb.training.checkpoint import plain
 from celeb.config import ConfigError, TrainConfig, config_to_dict, load_config, parse_override
-from celeb.tracking import LocalTracker
+from celeb.training.tracking import LocalTracker
 
 SHOWN_METRICS = {
     "cvae": ("train/loss", "val/loss", "val/kl", "val/active_dims", "val/mse", "val/baseline_mse"),
@@ -45,8 +45,8 @@ def run_local(task: str, config_path: Path, overrides: list[str], run_dir: Path 
     `wandb_project`: also log to this W&B project (online with WANDB_API_KEY, else offline under
     run_dir/wandb), as one run named after the run dir.
     """
-    from celeb.dataset import load_data
-    from celeb.train import fit
+    from celeb.data.dataset import load_data
+    from celeb.training.loop import fit
 
     config = task_config(task, Path(config_path), overrides)
     if not config.data.data_dir:
@@ -123,7 +123,7 @@ def run_local(task: str, config_path: Path, overrides: list[str], run_dir: Path 
 def resume_point(checkpoint: Path) -> Path:
     """`--resume CHECKPOINT`, or the newest complete checkpoint before it when it is cut short
     (the run says which it passed over, and why)."""
-    from celeb import sealed
+    from celeb.training import sealed
 
     if not checkpoint.is_dir():
         raise FileNotFoundError(f"--resume {checkpoint}: no such checkpoint folder (expected "

@@ -40,7 +40,7 @@ PROMOTIONS = ("quota", "percentile")
 REPEAT_KEY = "repeat"  # the one key in a trial's config that is not a trainer key: its repeat index
 OWNED_KEYS = {"seed": "seeds.sweep_seed", "task": "task", "data.data_dir": "data_dir"}  # set by the spec itself
 
-# Metrics a trial reports, per task (celeb.train), that a sweep may rank by.
+# Metrics a trial reports, per task (celeb.training.loop), that a sweep may rank by.
 TASK_METRICS: dict[str, tuple[str, ...]] = {
     "cvae": ("val/loss", "val/recon", "val/kl", "val/mse", "val/neg_elbo", "val/active_dims",
              "train/loss", "train/recon", "train/kl"),

@@ -31,7 +31,7 @@ import pandas as pd
 
 from celeb import __version__
 from celeb.atomic import atomic_path
-from celeb.schema import (
+from celeb.data.schema import (
     ATTR_FILE, ATTRIBUTE_NAMES, BBOX_COLUMNS, BBOX_FILE, IDENTITY, IDENTITY_FILE, IMAGE_DIR, IMAGE_ID,
     LANDMARK_COLUMNS, LANDMARKS_FILE, PARTITION, PARTITION_FILE, PARTITION_NAMES,
 )

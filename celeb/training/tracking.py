@@ -2,7 +2,7 @@
 
 The training loop only calls `log`, `log_images` and `log_table`, never `finish`: the caller owns
 the tracker. A run writes its run folder (`LocalTracker`: metrics.jsonl, metrics.csv, PNGs and CSV
-tables, in the layout of celeb.runfolder), tests may log nowhere (`NullTracker`), and several
+tables, in the layout of celeb.training.runfolder), tests may log nowhere (`NullTracker`), and several
 trackers can be combined (`MultiTracker`).
 
 There is no W&B tracker on purpose: a process that trains can be ended at any moment (Tune stops
@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torchvision.utils import make_grid, save_image
 
-from celeb import runfolder
+from celeb.training import runfolder
 from celeb.atomic import atomic_path, write_text_atomic
-from celeb.checkpoint import plain
+from celeb.training.checkpoint import plain
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -80,7 +80,7 @@ class MultiTracker:
 
 
 class LocalTracker:
-    """Writes the run folder (celeb.runfolder): run_dir/metrics.jsonl (one row per `log`, appended
+    """Writes the run folder (celeb.training.runfolder): run_dir/metrics.jsonl (one row per `log`, appended
     durably), run_dir/metrics.csv (rewritten atomically with the scalar columns seen so far), images
     as PNG (the latest as run_dir/<name>.png, every one under run_dir/images/) and tables as CSV
     (the latest as run_dir/<name>.csv, every one under run_dir/tables/).

@@ -7,7 +7,7 @@ images to look at) lives in two small adapters with the same methods, `CVAETask`
 `ClassifierTask`; there is no second loop.
 
 Exactness: the batch order and augmentation of epoch e are pure functions of (seed, e) (see
-celeb/loader.py), the reparameterisation noise comes from a generator re-seeded from (seed, e) at
+celeb/data/loader.py), the reparameterisation noise comes from a generator re-seeded from (seed, e) at
 the start of each epoch, and checkpoints hold every other RNG state, so a run resumed from the
 checkpoint of epoch k ends with the same weights, bit for bit on the CPU, as one never interrupted.
 """
@@ -33,13 +33,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from celeb.checkpoint import (capture_rng_state, checkpoint_name, load_checkpoint, prune_checkpoints,
+from celeb.training.checkpoint import (capture_rng_state, checkpoint_name, load_checkpoint, prune_checkpoints,
                               restore_rng_state, save_checkpoint)
 from celeb.config import ConfigError, TrainConfig, config_to_dict, flatten
-from celeb.dataset import CelebData
-from celeb.runfolder import best_row
-from celeb.splits import positive_weight_array
-from celeb.tracking import NullTracker, Tracker
+from celeb.data.dataset import CelebData
+from celeb.training.runfolder import best_row
+from celeb.data.splits import positive_weight_array
+from celeb.training.tracking import NullTracker, Tracker
 from celeb.traversal import ACTIVE_DIM_NATS, images_as_tensor
 
 
@@ -131,8 +131,8 @@ def fit(
         channels_last = device.type == "cuda" if config.channels_last == "auto" else config.channels_last
 
         # --- data
-        from celeb.augment import make_augment
-        from celeb.loader import BatchLoader
+        from celeb.data.augment import make_augment
+        from celeb.data.loader import BatchLoader
 
         task = make_task(config, data, device)
         train_idx, val_idx = split_indices(data, config.data.split)

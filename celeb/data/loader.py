@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from celeb.augment import Augment
+from celeb.data.augment import Augment
 
 OUTPUTS = ("float", "uint8")
 

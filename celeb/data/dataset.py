@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from celeb.schema import ATTRIBUTE_NAMES, IMAGE_ID, SPLITS, TABLE_FILE
+from celeb.data.schema import ATTRIBUTE_NAMES, IMAGE_ID, SPLITS, TABLE_FILE
 
 
 

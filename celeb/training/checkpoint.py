@@ -6,7 +6,7 @@ early-stopping counter, metric history) and every random number generator's stat
 CUDA, numpy, Python's `random`, and the generators the loop owns). It is loaded with
 `torch.load(weights_only=True)`, so it holds only tensors and plain containers: numpy's and
 Python's RNG states are converted to tensors and lists. meta.json is a small human-readable
-summary (epoch, metrics, config, code version). The folder is sealed last (celeb.sealed: a
+summary (epoch, metrics, config, code version). The folder is sealed last (celeb.training.sealed: a
 manifest of every file's size and hash), so a checkpoint cut short while written, or while copied
 to storage, is recognised and never resumed from.
 """
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import celeb
-from celeb import sealed
+from celeb.training import sealed
 from celeb.atomic import atomic_path, write_text_atomic
 
 STATE_FILE = "state.pt"
@@ -128,7 +128,7 @@ def checkpoint_name(epoch: int) -> str:
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
-    """Checkpoint folders under `root` holding a state file, oldest epoch first (check them with celeb.sealed)."""
+    """Checkpoint folders under `root` holding a state file, oldest epoch first (check them with celeb.training.sealed)."""
     root = Path(root)
     if not root.is_dir():
         return []

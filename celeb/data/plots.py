@@ -12,7 +12,7 @@ import io
 import numpy as np
 import pandas as pd
 
-from celeb.schema import ATTRIBUTE_NAMES
+from celeb.data.schema import ATTRIBUTE_NAMES
 
 SPLIT_COLOURS = {"train": "#4C72B0", "val": "#DD8452", "test": "#55A868"}
 DPI = 110

@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from celeb.annotations import require_columns
+from celeb.data.annotations import require_columns
 from celeb.atomic import write_bytes_atomic
-from celeb.schema import ATTRIBUTE_NAMES, IDENTITY, IMAGE_ID, PARTITION, PARTITION_NAMES, SPLITS
+from celeb.data.schema import ATTRIBUTE_NAMES, IDENTITY, IMAGE_ID, PARTITION, PARTITION_NAMES, SPLITS
 
 STRATEGIES: tuple[str, ...] = ("official", "balanced")
 SPLIT_FILE = "split.parquet"
@@ -407,7 +407,7 @@ def write_split(out_dir: Path, table: pd.DataFrame, split: pd.Series, report: di
     Everything is rendered in memory first and each file is written atomically, so a failure leaves
     the folder's previous files whole.
     """
-    from celeb.plots import correlation_png, prevalence_png
+    from celeb.data.plots import correlation_png, prevalence_png
 
     names = _check_split(table, split)
     out_dir = Path(out_dir)
