@@ -19,9 +19,14 @@ import time
 
 import numpy as np
 
-from celeb import disentangle as dl
-from celeb.dimensions import evaluate_dimensions, label_dimensions
 from celeb.data.schema import ATTRIBUTE_NAMES, CELEBA_PREVALENCE
+from celeb.evaluation.dimensions import evaluate_dimensions, label_dimensions
+from celeb.evaluation.disentanglement.beta_vae import beta_vae_approx, beta_vae_score
+from celeb.evaluation.disentanglement.dci import dci_fixed, dci_synthetic
+from celeb.evaluation.disentanglement.factor_vae import factor_vae_approx, factor_vae_score
+from celeb.evaluation.disentanglement.ground_truth import grid_ground_truth
+from celeb.evaluation.disentanglement.mig import mig_fixed, mig_synthetic
+from celeb.evaluation.disentanglement.sap import sap_fixed, sap_synthetic
 
 FIXED_ATTRIBUTES = ("Smiling", "Male", "Eyeglasses", "Blond_Hair", "Wearing_Hat", "Bangs", "Black_Hair",
                     "Wavy_Hair", "No_Beard", "Pale_Skin")
@@ -47,7 +52,7 @@ def timed(label: str, run) -> dict[str, float]:
 
 def bench_synthetic(args: argparse.Namespace) -> None:
     sizes = (2,) * 7 + (4,) * 3
-    gt = dl.grid_ground_truth(sizes)
+    gt = grid_ground_truth(sizes)
     rng = np.random.default_rng(0)
 
     def represent(x: np.ndarray) -> np.ndarray:
@@ -56,13 +61,13 @@ def bench_synthetic(args: argparse.Namespace) -> None:
     n, e = args.num_train, args.num_eval
     print(f"synthetic (exact protocols): K={len(sizes)} factors {sizes}, D=64, num_train={n}, num_eval={e}")
     times: dict[str, float] = {}
-    times |= timed("beta_vae", lambda: dl.beta_vae_score(represent, gt, 0, n, e, progress=False))
-    times |= timed("factor_vae", lambda: dl.factor_vae_score(represent, gt, 0, n, e, progress=False))
-    times |= timed("mig", lambda: dl.mig_synthetic(represent, gt, 0, n, progress=False))
+    times |= timed("beta_vae", lambda: beta_vae_score(represent, gt, 0, n, e, progress=False))
+    times |= timed("factor_vae", lambda: factor_vae_score(represent, gt, 0, n, e, progress=False))
+    times |= timed("mig", lambda: mig_synthetic(represent, gt, 0, n, progress=False))
     for estimator in args.dci:
-        run = lambda: dl.dci_synthetic(represent, gt, 0, n, e, estimator, progress=False)  # noqa: E731
+        run = lambda: dci_synthetic(represent, gt, 0, n, e, estimator, progress=False)  # noqa: E731
         times |= timed(f"dci ({estimator})", run)
-    times |= timed("sap", lambda: dl.sap_synthetic(represent, gt, 0, n, e, progress=False))
+    times |= timed("sap", lambda: sap_synthetic(represent, gt, 0, n, e, progress=False))
     summarise(times, args.dci)
 
 
@@ -75,13 +80,13 @@ def bench_fixed(args: argparse.Namespace) -> None:
     n, e = args.num_train, args.num_eval
     print(f"fixed (arrays): {rows} rows, K={len(prevalence)} binary attributes at CelebA prevalences, D=64")
     times: dict[str, float] = {}
-    times |= timed("beta_vae_approx", lambda: dl.beta_vae_approx(latents, attributes, 0, n, e))
-    times |= timed("factor_vae_approx", lambda: dl.factor_vae_approx(latents, attributes, 0, n, e))
-    times |= timed("mig_fixed", lambda: dl.mig_fixed(latents, attributes))
+    times |= timed("beta_vae_approx", lambda: beta_vae_approx(latents, attributes, 0, n, e))
+    times |= timed("factor_vae_approx", lambda: factor_vae_approx(latents, attributes, 0, n, e))
+    times |= timed("mig_fixed", lambda: mig_fixed(latents, attributes))
     for estimator in args.dci:
-        run = lambda: dl.dci_fixed(latents, attributes, 0, n, e, estimator, progress=False)  # noqa: E731
+        run = lambda: dci_fixed(latents, attributes, 0, n, e, estimator, progress=False)  # noqa: E731
         times |= timed(f"dci ({estimator})", run)
-    times |= timed("sap_fixed", lambda: dl.sap_fixed(latents, attributes, 0, n, e, progress=False))
+    times |= timed("sap_fixed", lambda: sap_fixed(latents, attributes, 0, n, e, progress=False))
     summarise(times, args.dci)
 
 

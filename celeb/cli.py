@@ -19,6 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from celeb.data.splits import STRATEGIES
+
 
 def _cmd_synth(args: argparse.Namespace) -> None:
     from celeb.synth import synthesize
@@ -203,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     split = commands.add_parser("split", help="identity-disjoint, attribute-balanced splits with a report")
     split.add_argument("data_dir")
-    split.add_argument("--strategy", choices=("official", "balanced"), default="balanced")
+    split.add_argument("--strategy", choices=STRATEGIES, default="balanced")
     split.add_argument("--seed", type=int, default=0)
     split.add_argument("--ratios", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST"))
     split.add_argument("--name", default=None, help="split folder name (default: the strategy)")

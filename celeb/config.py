@@ -1,35 +1,28 @@
-"""The typed training config: dataclasses, and building them from YAML, nested or flat dicts.
+"""The typed training config: `TrainConfig` and its sections, built from YAML, nested or flat dicts.
 
 One `TrainConfig` describes a whole run (task, optimisation, data, model). It is built from
 
 - a YAML file (`load_config`), with `--set key=value` overrides whose values are parsed as YAML,
 - a nested dict ({"cvae": {"beta": 4.0}}) or a flat dict with dotted keys ({"cvae.beta": 4.0}, what
-  Ray Tune passes a trial), or a mix (`config_from_dict`).
+  Ray Tune passes a trial), or a mix (`config_from_dict`),
 
-Every key and value is checked: an unknown key is an error naming the key, its section and the
-closest valid key; a value of the wrong type is an error naming the key and the expected type.
-`validate_keys` checks the keys of a search space without building anything.
+through the project's one config mechanism (celeb.typed): an unknown key is an error naming the key,
+its section and the closest valid key; a value of the wrong type names the key and the expected
+type. `validate_keys` checks the keys of a search space without building anything.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
-import types
-import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from celeb.data.schema import ATTRIBUTE_NAMES
-
-
-class ConfigError(ValueError):
-    """A config key or value that cannot be used; the message says which and how to fix it."""
+from celeb.typed import (ConfigError, build, dotted_keys, flatten, nest, parse_override, read_yaml_mapping,
+                         unknown_key_error)
 
 
 @dataclass
@@ -102,47 +95,24 @@ class TrainConfig:
         check_values(self)
 
 
-SCIENTIFIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 SECTIONS: dict[str, type] = {"data": DataConfig, "cvae": CVAEConfig, "classifier": ClassifierConfig}
 
 
 def valid_keys() -> list[str]:
     """Every settable key, dotted: "seed", "lr", ..., "data.data_dir", "cvae.beta", ..."""
-    keys = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in SECTIONS]
-    for section, cls in SECTIONS.items():
-        keys += [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
-    return keys
-
-
-def _unknown_key_error(key: str, where: str = "") -> ConfigError:
-    section = key.split(".")[0] if "." in key and key.split(".")[0] in SECTIONS else "top level"
-    candidates = valid_keys()
-    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
-    hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(candidates)}"
-    return ConfigError(f"{where}unknown config key '{key}' (section: {section}){hint}")
+    return dotted_keys(TrainConfig)
 
 
 def validate_keys(flat_keys: Iterable[str], where: str = "") -> None:
     """Raise ConfigError for the first key that is not a settable config key (dotted form)."""
-    known = set(valid_keys())
+    known = valid_keys()
     for key in flat_keys:
         if key in SECTIONS:
             raise ConfigError(f"{where}config key '{key}' is a section, not a value; set its keys, "
-                              f"e.g. '{key}.{dataclasses.fields(SECTIONS[key])[0].name}'")
+                              f"e.g. '{key}.{dataclasses.fields(SECTIONS[key])[0].name}'", key)
         if key not in known:
-            raise _unknown_key_error(key, where)
-
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"cvae": {"beta": 4}} -> {"cvae.beta": 4}; already-dotted keys pass through."""
-    flat: dict[str, Any] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, prefix=f"{name}."))
-        else:
-            flat[name] = value
-    return flat
+            error = unknown_key_error(key, known)
+            raise ConfigError(f"{where}{error}", key)
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
@@ -156,50 +126,21 @@ def config_from_dict(d: Mapping[str, Any], where: str = "") -> TrainConfig:
     `where` prefixes error messages (e.g. "configs/x.yaml: ").
     """
     flat = {k: v for k, v in flatten(d).items() if not (k in SECTIONS and v is None)}  # "cvae:" left empty
-    validate_keys(flat, where)
-    hints = {name: typing.get_type_hints(cls) for name, cls in SECTIONS.items()}
-    hints[""] = typing.get_type_hints(TrainConfig)
-    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
-    top: dict[str, Any] = {}
-    for key, value in flat.items():
-        section, _, name = key.rpartition(".")
-        value = _coerce(key, value, hints[section][name], where)
-        (sections[section] if section else top)[name] = value
     try:
-        return TrainConfig(**top, **{name: SECTIONS[name](**kw) for name, kw in sections.items()})
+        return build(TrainConfig, nest(flat, SECTIONS))
     except ConfigError as error:
-        raise ConfigError(f"{where}{error}") from None
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """"cvae.beta=4" -> ("cvae.beta", 4): the value is parsed as YAML (so 4 is an int, [a, b] a list)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"override {text!r} is not KEY=VALUE; write e.g. --set cvae.beta=4")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"override {text!r}: the value is not valid YAML ({error})") from None
-    return key.strip(), parsed
+        raise ConfigError(f"{where}{error}", error.key) from None
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> TrainConfig:
     """Read a YAML config and apply `--set key=value` overrides on top."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"config file {path} not found; see configs/ for examples")
-    text = path.read_text(encoding="utf-8")
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of config keys at the top, got {type(raw).__name__}")
-    lines = key_lines(text)
-    flat = flatten(raw)
+    raw, source = read_yaml_mapping(path, "configs/")
+    flat = {k: v for k, v in flatten(raw).items() if not (k in SECTIONS and v is None)}
     for key in flat:
-        if not (key in SECTIONS and flat[key] is None):
-            validate_keys([key], where=f"{path}, line {lines[key]}: " if key in lines else f"{path}: ")
+        try:
+            validate_keys([key])
+        except ConfigError as error:
+            raise ConfigError(source.describe(error), key) from None
     for text_override in overrides:
         key, value = parse_override(text_override)
         validate_keys([key], where=f"--set {text_override}: ")
@@ -207,93 +148,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> TrainConfig:
     try:
         return config_from_dict(flat)
     except ConfigError as error:
-        key = _key_named_in(str(error), flat)
-        line = f", line {lines[key]}" if key in lines else ""
-        raise ConfigError(f"{path}{line}: {error}") from None
-
-
-def key_lines(text: str) -> dict[str, int]:
-    """Dotted key -> 1-based line number in a YAML text, for error messages."""
-    lines: dict[str, int] = {}
-
-    def walk(node: yaml.Node, prefix: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                name = f"{prefix}{key_node.value}"
-                lines[name] = key_node.start_mark.line + 1
-                walk(value_node, f"{name}.")
-
-    root = yaml.compose(text)
-    if root is not None:
-        walk(root, "")
-    return lines
-
-
-def _key_named_in(message: str, flat: Mapping[str, Any]) -> str | None:
-    for key in sorted(flat, key=len, reverse=True):
-        if f"'{key}'" in message:
-            return key
-    return None
-
-
-def _coerce(key: str, value: Any, annotation: Any, where: str = "") -> Any:
-    """Return `value` as the annotated type (int -> float is allowed), or raise ConfigError."""
-    if hasattr(value, "item") and not isinstance(value, (list, tuple, str)):  # numpy/torch scalars
-        value = value.item()
-    ok, coerced = _match(value, annotation)
-    if not ok:
-        raise ConfigError(
-            f"{where}config key '{key}' must be {_describe(annotation)}, got {value!r} ({type(value).__name__})"
-        )
-    return coerced
-
-
-def _match(value: Any, annotation: Any) -> tuple[bool, Any]:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(annotation):
-            ok, coerced = _match(value, option)
-            if ok:
-                return True, coerced
-        return False, None
-    if origin is Literal:
-        allowed = typing.get_args(annotation)
-        return any(value == a and type(value) is type(a) for a in allowed), value
-    if origin is list:
-        (item_type,) = typing.get_args(annotation)
-        if isinstance(value, str):  # "--set cvae.conditions=Male" means one condition
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            return False, None
-        items = [_match(v, item_type) for v in value]
-        return all(ok for ok, _ in items), [v for _, v in items]
-    if annotation is type(None):
-        return value is None, None
-    if annotation is bool:
-        return isinstance(value, bool), value
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if annotation is float:
-        if isinstance(value, str) and SCIENTIFIC.match(value):  # PyYAML reads 1e-3 as a string
-            value = float(value)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return ok, float(value) if ok else None
-    if annotation is str:
-        return isinstance(value, (str, Path)), str(value) if isinstance(value, (str, Path)) else None
-    raise TypeError(f"unsupported config annotation {annotation!r}")
-
-
-def _describe(annotation: Any) -> str:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(annotation))
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
-    if origin is list:
-        return f"a list of {_describe(typing.get_args(annotation)[0])}"
-    if annotation is type(None):
-        return "null"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(annotation, str(annotation))
+        raise ConfigError(source.describe(error), error.key) from None
 
 
 def check_values(config: TrainConfig) -> None:
@@ -304,9 +159,9 @@ def check_values(config: TrainConfig) -> None:
                 "cvae.panel_steps": config.cvae.panel_steps}
     for key, value in positive.items():
         if value < 1:
-            raise ConfigError(f"config key '{key}' must be at least 1, got {value}")
+            raise ConfigError(f"config key '{key}' must be at least 1, got {value}", key)
     if not config.lr > 0:
-        raise ConfigError(f"config key 'lr' must be > 0, got {config.lr}")
+        raise ConfigError(f"config key 'lr' must be > 0, got {config.lr}", "lr")
     non_negative = {"weight_decay": config.weight_decay, "lr_warmup_epochs": config.lr_warmup_epochs,
                     "num_recon": config.num_recon, "data.crop": config.data.crop, "cvae.beta": config.cvae.beta,
                     "cvae.warmup_epochs": config.cvae.warmup_epochs, "cvae.capacity": config.cvae.capacity,
@@ -315,22 +170,22 @@ def check_values(config: TrainConfig) -> None:
                     "classifier.backbone_lr_mult": config.classifier.backbone_lr_mult}
     for key, value in non_negative.items():
         if value < 0:
-            raise ConfigError(f"config key '{key}' must be >= 0, got {value}")
+            raise ConfigError(f"config key '{key}' must be >= 0, got {value}", key)
     if config.cvae.beta_norm is not None and config.cvae.beta_norm < 0:
-        raise ConfigError(f"config key 'cvae.beta_norm' must be >= 0, got {config.cvae.beta_norm}")
+        raise ConfigError(f"config key 'cvae.beta_norm' must be >= 0, got {config.cvae.beta_norm}", "cvae.beta_norm")
     if not 0.0 <= config.classifier.dropout < 1.0:
-        raise ConfigError(f"config key 'classifier.dropout' must be in [0, 1), got {config.classifier.dropout}")
+        raise ConfigError(f"config key 'classifier.dropout' must be in [0, 1), got {config.classifier.dropout}", "classifier.dropout")
     for key, value in (("grad_clip", config.grad_clip), ("max_train_batches", config.max_train_batches),
                        ("early_stopping_patience", config.early_stopping_patience)):
         if value is not None and value <= 0:
-            raise ConfigError(f"config key '{key}' must be > 0 or null, got {value}")
+            raise ConfigError(f"config key '{key}' must be > 0 or null, got {value}", key)
     if config.cvae.capacity > 0 and config.cvae.capacity_epochs < 1:
         raise ConfigError("config key 'cvae.capacity_epochs' must be >= 1 when cvae.capacity > 0 "
-                          "(the epochs over which the KL target grows)")
+                          "(the epochs over which the KL target grows)", "cvae.capacity_epochs")
     for name in config.cvae.conditions:
         if name not in ATTRIBUTE_NAMES:
             close = difflib.get_close_matches(name, ATTRIBUTE_NAMES, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; valid: {', '.join(ATTRIBUTE_NAMES)}"
-            raise ConfigError(f"config key 'cvae.conditions': unknown attribute '{name}'{hint}")
+            raise ConfigError(f"config key 'cvae.conditions': unknown attribute '{name}'{hint}", "cvae.conditions")
     if len(set(config.cvae.conditions)) != len(config.cvae.conditions):
-        raise ConfigError(f"config key 'cvae.conditions' lists an attribute twice: {config.cvae.conditions}")
+        raise ConfigError(f"config key 'cvae.conditions' lists an attribute twice: {config.cvae.conditions}", "cvae.conditions")

@@ -4,13 +4,14 @@
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.sweep sweeps/x.yaml
 
 The spec is checked first (celeb.sweep.spec.load_spec) and the data dir opened, so a typo fails once, on
-the driver, before any trial starts. Then one Tune run: `SeededOptunaSearch` (or seeded random
-search) proposes configs, `ASHAScheduler` stops poor ones at its rungs (metric and mode are set
+the driver, before any trial starts. Then one Tune run (its searcher and scheduler are in
+jobs.search): `SeededOptunaSearch` (or seeded random search) proposes configs, `ASHAScheduler`
+stops poor ones at its rungs (metric and mode are set
 once, in TuneConfig; with `asha.promotion: quota`, the default, its bracket is `QuotaBracket`,
 which bounds how many trials each rung promotes), each trial gets `resources`, a failing trial is
 retried from its newest complete checkpoint up to `max_failures` times, and the best `num_to_keep`
 checkpoints per trial are kept. The driver writes every trial's W&B run from the trial's folder
-(jobs.records). At the end the trials are ranked from their folders (celeb.sweep.spec.rank_trials),
+(jobs.records). At the end the trials are ranked from their folders (celeb.sweep.ranking.rank_trials),
 printed and written to <experiment>/ranking.csv, with a line on the W&B records.
 
 Resuming (`--resume`, after the driver or the head was killed) continues the same experiment dir:
@@ -38,164 +39,34 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import optuna
 import pandas as pd
 import ray
-import ray._private.ray_constants as ray_constants
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
-from ray.tune.schedulers.async_hyperband import _Bracket
-from ray.tune.search import BasicVariantGenerator, Searcher
-from ray.tune.search.optuna import OptunaSearch
-
-from celeb.training import runfolder
+from ray.tune.schedulers import ASHAScheduler
 
 from celeb import storage
 from celeb.config import parse_override
-from celeb.sweep.spec import (SweepSpec, SweepSpecError, base_trial_config, describe, format_table, load_spec,
-                         rank_trials, summarize_configs, trial_dirname, trial_seeds)
+from celeb.data.dataset import load_data
+from celeb.seeds import trial_seeds
+from celeb.sweep.ranking import format_table, rank_trials, summarize_configs
+from celeb.sweep.spec import (SweepSpec, SweepSpecError, base_trial_config, describe, load_spec,
+                              train_config_from_trial, trial_dirname)
+from celeb.training import runfolder
+from jobs import internals
 from jobs.records import REPORT_FILE, WandbRecords, read_report
 from jobs.resume import fill_pruned_checkpoints, remove_placeholders, write_orphans
+from jobs.search import TIME_ATTR, SchedulerState, make_scheduler, make_searcher, search_space
 from jobs.trial import train_trial
 
-TIME_ATTR = "epoch"  # ASHA's clock: the trainer's own epoch count, which survives restarts
 SPEC_FILE = "sweep_spec.json"
 RANKING_FILE = "ranking.csv"
 CONFIG_RANKING_FILE = "ranking_by_config.csv"
-
-
-# ----------------------------------------------------------------------------- searcher and scheduler
-
-
-class SeededOptunaSearch(OptunaSearch):
-    """OptunaSearch that trains each suggestion once per fixed seed, and tells Optuna about pruning.
-
-    - Repeats: a suggestion becomes `len(seeds)` trials, the r-th with config["seed"] = seeds[r].
-      Optuna sees one trial: its intermediate values come from the first repeat, its value is the
-      mean of the repeats' final values.
-    - Pruning: a trial that ended before `full_epochs` (stopped by ASHA) is told to Optuna as PRUNED,
-      so TPE ranks it by its intermediate values instead of treating an early value as final. (A
-      trial the trainer's own early stopping ended is short too, and is told PRUNED as well.)
-    Its state (the study and the groups) is pickled by Tune with the experiment, so `--resume` keeps it.
-    """
-
-    def __init__(self, seeds: list[int], full_epochs: int | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._seeds = list(seeds)
-        self._full_epochs = full_epochs
-        self._primary_of: dict[str, str] = {}  # trial id -> the first trial of its group
-        self._members: dict[str, list[str]] = {}  # first trial id -> trial ids of the group
-        self._group_config: dict[str, dict] = {}
-        self._outcomes: dict[str, dict[str, tuple[str, float | None]]] = {}
-        self._open_group: str | None = None
-        self._reported: dict[str, set[int]] = {}  # steps already given to Optuna, per trial
-
-    def suggest(self, trial_id: str) -> dict | None:
-        group = self._open_group
-        if group is None or len(self._members[group]) == len(self._seeds):
-            config = super().suggest(trial_id)
-            if config is None or config == Searcher.FINISHED:
-                return config
-            group = self._open_group = trial_id
-            self._members[group], self._group_config[group] = [], config
-        self._members[group].append(trial_id)
-        self._primary_of[trial_id] = group
-        return {**self._group_config[group], "seed": self._seeds[len(self._members[group]) - 1]}
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if self._primary_of.get(trial_id) == trial_id and trial_id not in self._completed_trials:
-            self._report_intermediate(trial_id, result)
-
-    def _report_intermediate(self, trial_id: str, result: dict) -> None:
-        # step = the trainer's epoch, so a restarted trial re-reports the same steps, not new ones
-        value, step = result.get(self.metric), result.get(TIME_ATTR)
-        reported = self._reported.setdefault(trial_id, set())
-        if value is not None and math.isfinite(value) and step is not None and int(step) not in reported:
-            self._ot_trials[trial_id].report(float(value), int(step))
-            reported.add(int(step))
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        group = self._primary_of.get(trial_id)
-        if group is None or group in self._completed_trials:
-            return
-        value = (result or {}).get(self.metric)
-        if error or value is None or not math.isfinite(value):
-            state = "fail"
-        elif self._full_epochs is not None and (result or {}).get(TIME_ATTR, self._full_epochs) < self._full_epochs:
-            state = "pruned"
-        else:
-            state = "complete"
-        if trial_id == group and result:
-            self._report_intermediate(trial_id, result)  # the last result reaches only on_trial_complete
-        outcomes = self._outcomes.setdefault(group, {})
-        outcomes[trial_id] = (state, value)
-        if len(outcomes) == len(self._seeds):
-            self._tell(group, list(outcomes.values()))
-
-    def _tell(self, group: str, outcomes: list[tuple[str, float | None]]) -> None:
-        states = [state for state, _ in outcomes]
-        ot_trial = self._ot_trials[group]
-        if "pruned" in states:
-            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
-        elif "complete" in states:
-            self._ot_study.tell(ot_trial, float(np.mean([v for s, v in outcomes if s == "complete"])))
-        else:
-            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
-        self._completed_trials.add(group)
-
-
-class QuotaBracket(_Bracket):
-    """An ASHA bracket with a bounded promotion rule, after Li et al. (2020): of the n trials that
-    reached a rung, at most ceil(n / η) are ever promoted from it, each among the rung's best
-    ceil(n / η) when it arrives (the first trial at a rung goes on, so something always finishes).
-
-    Ray's own bracket lets any trial above the rung's current (1 − 1/η) percentile continue, with
-    no bound on how many do: the first trial at an empty rung always goes on, and when the searcher
-    improves over time (TPE), nearly every later trial beats the earlier ones and goes on too, so
-    far more than 1/η reach the top rung. Tune's stop-based scheduling cannot pause a trial and
-    promote it later, so a trial that arrives while the rung's quota is used up is stopped. Rewards
-    are Tune's (already negated for mode "min"), so higher is better.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.promoted: dict[int, set[str]] = {milestone: set() for milestone, _ in self._rungs}
-
-    def on_result(self, trial: Any, cur_iter: int, cur_rew: float | None) -> str:
-        for milestone, recorded in self._rungs:  # highest milestone first
-            if cur_iter < milestone or trial.trial_id in recorded:
-                continue
-            if cur_rew is None or not math.isfinite(cur_rew):
-                return super().on_result(trial, cur_iter, cur_rew)  # Ray's handling (it warns)
-            recorded[trial.trial_id] = cur_rew
-            quota = math.ceil(len(recorded) / self.rf)
-            best = sorted(recorded.values(), reverse=True)[:quota]
-            if len(self.promoted[milestone]) < quota and cur_rew >= best[-1]:
-                self.promoted[milestone].add(trial.trial_id)
-                return TrialScheduler.CONTINUE
-            return TrialScheduler.STOP
-        return TrialScheduler.CONTINUE
-
-
-class SchedulerState(tune.Callback):
-    """Checkpoints a scheduler's bookkeeping (ASHA's rungs) with the experiment; Tune does not."""
-
-    def __init__(self, scheduler: ASHAScheduler) -> None:
-        self.scheduler = scheduler
-
-    def get_state(self) -> dict:
-        return {"scheduler": dict(self.scheduler.__dict__)}
-
-    def set_state(self, state: dict) -> None:
-        self.scheduler.__dict__.update(state["scheduler"])
 
 
 def trial_folder(trial: Any) -> str:
@@ -203,49 +74,6 @@ def trial_folder(trial: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- building the Tune run
-
-
-def search_space(spec: SweepSpec) -> dict[str, Any]:
-    """Tune's param_space: the shared trainer config plus one Tune domain per searched key."""
-    domains = {}
-    for p in spec.search:
-        if p.type == "uniform":
-            domains[p.name] = tune.uniform(p.low, p.high)
-        elif p.type == "loguniform":
-            domains[p.name] = tune.loguniform(p.low, p.high)
-        elif p.type == "int":
-            domains[p.name] = tune.randint(p.low, p.high + 1)  # Tune's upper bound is exclusive
-        else:
-            domains[p.name] = tune.choice(list(p.values))
-    return {**base_trial_config(spec), **domains}
-
-
-def make_searcher(spec: SweepSpec) -> tuple[Searcher | BasicVariantGenerator, int, dict[str, Any]]:
-    """The search algorithm, Tune's num_samples for it, and what it adds to the param space."""
-    seeds = trial_seeds(spec.seeds.sweep_seed, spec.seeds.repeats)
-    points = [dict(p) for p in spec.optuna.points_to_evaluate]
-    if spec.searcher == "optuna":
-        searcher = SeededOptunaSearch(seeds=seeds, full_epochs=spec.asha.max_t if spec.asha else None,
-                                      points_to_evaluate=points or None, seed=spec.search_seed)
-        return searcher, spec.total_trials, {}
-    # Random search: reproducible at any concurrency; each sample is expanded over the seeds.
-    generator = BasicVariantGenerator(points_to_evaluate=points or None, random_state=spec.search_seed,
-                                      constant_grid_search=True)
-    seed = tune.grid_search(seeds) if len(seeds) > 1 else seeds[0]
-    return generator, spec.num_trials, {"seed": seed}
-
-
-def make_scheduler(spec: SweepSpec) -> ASHAScheduler | None:
-    """Tune's ASHAScheduler; with `promotion: quota` its bracket bounds promotions (QuotaBracket)."""
-    if spec.asha is None:
-        return None
-    a = spec.asha
-    scheduler = ASHAScheduler(time_attr=TIME_ATTR, max_t=a.max_t, grace_period=a.grace_period,
-                              reduction_factor=a.reduction_factor)
-    if a.promotion == "quota":
-        scheduler._brackets = [QuotaBracket(min_t=a.grace_period, max_t=a.max_t, reduction_factor=a.reduction_factor,
-                                            s=0, stop_last_trials=scheduler._stop_last_trials)]
-    return scheduler
 
 
 def make_trainable(spec: SweepSpec, trainable: Callable | None = None):
@@ -281,7 +109,7 @@ def build_tuner(spec: SweepSpec, trainable: Callable | None = None) -> tune.Tune
             name=spec.name, storage_path=spec.storage_path,
             sync_config=tune.SyncConfig(sync_artifacts=True),  # trial dirs (W&B offline runs, panels) to storage
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.num_to_keep,
                                                     checkpoint_score_attribute=spec.metric,
                                                     checkpoint_score_order=spec.mode),
             callbacks=make_callbacks(spec, scheduler)))
@@ -380,7 +208,7 @@ def start_local_ray(**init_kwargs: Any) -> None:
     cluster an earlier run left registered in /tmp/ray.
     """
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    internals.bind_local_ray_to_loopback()
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, **init_kwargs)
 
 
@@ -388,15 +216,12 @@ def check_data_dir(spec: SweepSpec) -> None:
     """Open the data the trials will train on (table, split, cache) so a missing piece fails now."""
     if "://" in spec.data_dir:
         return
-    from celeb.data.dataset import load_data
-
-    fixed = spec.fixed
-    load_data(Path(spec.data_dir), split=fixed.get("data.split", "balanced"),
-              image_size=fixed.get("data.image_size", 64), crop=fixed.get("data.crop", 148))
+    data = train_config_from_trial(base_trial_config(spec)).data  # the fixed keys over the trainer's defaults
+    load_data(Path(spec.data_dir), split=data.split, image_size=data.image_size, crop=data.crop)
 
 
 def ranking_rows(results: tune.ResultGrid, spec: SweepSpec) -> list[dict[str, Any]]:
-    """One row per trial for celeb.sweep.spec.rank_trials: Tune's results for the config and the status;
+    """One row per trial for celeb.sweep.ranking.rank_trials: Tune's results for the config and the status;
     the trial's own folder for its epochs and the checkpoint of its best one (after a resume from
     an older experiment snapshot, Tune's record of a trial can lack epochs its folder holds)."""
     seeds = trial_seeds(spec.seeds.sweep_seed, spec.seeds.repeats)
@@ -442,6 +267,7 @@ def spec_record(spec: SweepSpec) -> dict[str, Any]:
     """The spec as plain JSON-able values (without where it was read from), to compare on --resume."""
     record = dataclasses.asdict(spec)
     record.pop("source")
+    record["num_to_keep"] = record.pop("checkpoint")["num_to_keep"]  # the file's shape before the section
     record.pop("wandb")  # where results are tracked may change on --resume
     return json.loads(json.dumps(record))
 

@@ -24,7 +24,8 @@ from celeb.data.dataset import load_data
 from celeb.training.runfolder import scalar_values
 from celeb.sweep.spec import train_config_from_trial, trial_dirname
 from celeb.training.tracking import LocalTracker
-from celeb.training.loop import fit, seed_everything
+from celeb.seeds import seed_everything
+from celeb.training.loop import fit
 from jobs.resume import resume_checkpoint
 
 

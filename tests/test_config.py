@@ -69,7 +69,7 @@ def test_validate_keys_checks_a_search_space_without_building():
     ("epochs", True, "must be an integer"),  # YAML's `true` is no count
     ("compile", "yes", "must be true/false"),
     ("task", "vae", "must be one of 'cvae', 'classifier'"),
-    ("cvae.conditions", [1, 2], "must be a list of a string"),
+    ("cvae.conditions", [1, 2], "must be a list of strings"),
     ("classifier.pretrained", 3, "must be true/false or a string"),
     ("early_stopping_patience", "3", "must be an integer or null"),
 ])

@@ -285,3 +285,17 @@ def test_cuda_batches_match_the_cpu_ones(on_device):
         assert xg.is_cuda and xg.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(xg.cpu(), xc, atol=1e-5, rtol=0)
         assert torch.equal(yg.cpu(), yc)
+
+
+def test_load_data_names_the_missing_piece_and_the_command_that_makes_it(tmp_path, synthetic_data):
+    from celeb.data.dataset import load_data
+
+    with pytest.raises(FileNotFoundError, match=r"celeba\.parquet not found; run `celeb prepare"):
+        load_data(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"split\.parquet not found; run `celeb split .* --name mine`"):
+        load_data(synthetic_data, split="mine")
+    with pytest.raises(FileNotFoundError, match=r"no image cache at .*c148_s16.*celeb prepare"):
+        load_data(synthetic_data, image_size=16)
+    data = load_data(synthetic_data)
+    assert data.split.dtype == object and set(data.split) <= {"train", "val", "test", ""}
+    assert data.pos_weight is not None and data.pos_weight.shape == (40,)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from celeb.training.checkpoint import META_FILE, STATE_FILE, list_checkpoints
@@ -319,6 +320,59 @@ def test_cli_review_writes_leaderboard_page_and_export(roots, table, tmp_path, c
     browse(out / "review.html", tmp_path / "profile", "--screenshot=" + str(tmp_path / "shot.png"),
            "--window-size=1400,1000")
     assert_not_blank(tmp_path / "shot.png")
+
+
+class Texts(HTMLParser):
+    """Every text node (with its innermost open tag) and every attribute of a page, unescaped."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.open: list[str] = []
+        self.texts: list[tuple[str, str]] = []
+        self.attrs: list[tuple[str, str, str]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.attrs += [(tag, name, value) for name, value in attrs]
+        if tag not in ("meta", "img", "input"):
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        if tag in self.open:
+            del self.open[len(self.open) - 1 - self.open[::-1].index(tag):]
+
+    def handle_data(self, data):
+        self.texts.append((self.open[-1] if self.open else "", data))
+
+
+def test_page_escapes_hostile_values_exactly_once(table):
+    """A trial name, config value, note, root or export path holding markup reaches the page as text:
+    escaped once (no injected tag, nothing double-escaped), and the static CSS and JS are inlined verbatim."""
+    from importlib import resources
+
+    from celeb.review import Card, render_page
+
+    hostile = """<script>alert('x')</script> & "q" &amp;"""
+    rows = table.assign(**{"classifier.backbone": hostile})
+    rows.loc[0, ["trial", "val/mse"]] = [hostile, -1.0]  # the best row, so it is also in the headline
+    ranked = rank_checkpoints(rows, "val/mse")
+    card = Card(row=ranked.iloc[0].to_dict(), config={"data": {"data_dir": hostile}}, note=hostile)
+    page = render_page(ranked, [card], roots=[hostile], notes=[hostile], export=Path(hostile))
+
+    assert page.count("<script") == 1 and "alert('x')" not in page and "<script>alert" not in page
+    assert "&amp;lt;" not in page and "&amp;amp;amp;" not in page  # the value's own "&amp;" is escaped once
+    parsed = Texts()
+    parsed.feed(page)
+    assert ("h3", f"#1 {hostile}") in parsed.texts
+    shown_in = [tag for tag, text in parsed.texts if text == hostile]
+    assert shown_in.count("code") == 2 and shown_in.count("b") == 1  # the root, the export; the best trial
+    assert shown_in.count("td") == 1 + len(rows)  # the trial's cell and every backbone cell
+    assert shown_in.count("p") == 1 and shown_in.count("li") == 1  # the card's note and the page's
+    assert ("pre", yaml.safe_dump(card.config, sort_keys=False)) in parsed.texts
+    assert ("article", "data-trial", hostile) in parsed.attrs and ("tr", "data-trial", hostile) in parsed.attrs
+    assert ("td", "data-v", hostile) in parsed.attrs
+    static = resources.files("celeb.review") / "static"
+    for name in ("review.css", "review.js"):
+        assert (static / name).read_text(encoding="utf-8") in page
 
 
 def test_classifier_cards_have_metrics_and_no_panels(roots, tmp_path):

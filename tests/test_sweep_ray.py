@@ -30,13 +30,15 @@ import yaml
 ray = pytest.importorskip("ray")
 from ray import cloudpickle, tune  # noqa: E402
 
-from celeb.sweep.spec import load_spec, trial_seeds  # noqa: E402
-from celeb.training.loop import NonFiniteLossError  # noqa: E402
-from jobs.sweep import (QuotaBracket, SeededOptunaSearch, make_scheduler, run_sweep, search_space,  # noqa: E402
-                        start_local_ray)
-from celeb.training import runfolder, sealed  # noqa: E402
 from celeb.records import audit  # noqa: E402
+from celeb.seeds import trial_seeds  # noqa: E402
+from celeb.sweep.spec import load_spec  # noqa: E402
+from celeb.training import runfolder, sealed  # noqa: E402
+from celeb.training.loop import NonFiniteLossError  # noqa: E402
 from celeb.training.runfolder import scalar_values as scalar_metrics  # noqa: E402
+from jobs.internals import check_internals  # noqa: E402
+from jobs.search import QuotaBracket, SeededOptunaSearch, make_scheduler, search_space  # noqa: E402
+from jobs.sweep import run_sweep, start_local_ray  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_DIR_ENV = "CELEB_TEST_TOY_DIR"
@@ -269,6 +271,18 @@ def test_spec_promotion_picks_the_bracket(tmp_path):
     percentile = load_spec(REPO / "sweeps" / "smoke.yaml", overrides={
         "asha": {"max_t": 3, "grace_period": 1, "reduction_factor": 2, "promotion": "percentile"}})
     assert type(make_scheduler(percentile)._brackets[0]).__name__ == "_Bracket"
+
+
+def test_the_ray_internals_this_project_uses_are_still_there():
+    check_internals()  # raises naming each one an upgrade moved
+
+
+def test_a_moved_ray_internal_is_named(monkeypatch):
+    from jobs import internals
+
+    monkeypatch.setattr(internals, "ray_constants", object())
+    with pytest.raises(RuntimeError, match=r"ENABLE_RAY_CLUSTER.*pin ray back"):
+        check_internals()
 
 
 def test_sweep_overrides_are_parsed_as_the_trainer_overrides_are():

@@ -10,8 +10,10 @@ import pytest
 import yaml
 
 from celeb.config import TrainConfig
-from celeb.sweep.spec import (SweepSpecError, base_trial_config, load_spec, rank_trials, summarize_configs,
-                         train_config_from_trial, trial_seeds)
+from celeb.sweep.spec import (SweepSpecError, base_trial_config, load_spec,
+                         train_config_from_trial)
+from celeb.sweep.ranking import rank_trials, summarize_configs
+from celeb.seeds import trial_seeds
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
@@ -169,26 +171,26 @@ def test_points_to_evaluate_must_lie_in_the_space(tmp_path):
 @pytest.mark.parametrize("changes, message", [
     ({"metric": "val/los"}, "did you mean 'val/loss'"),
     ({"metric": "val/balanced_accuracy"}, "does not report"),
-    ({"mode": "minimize"}, "one of min, max"),
-    ({"task": "gan"}, "one of cvae, classifier"),
+    ({"mode": "minimize"}, "one of 'min', 'max'"),
+    ({"task": "gan"}, "one of 'cvae', 'classifier'"),
     ({"num_trials": 0}, "integer >= 1"),
     ({"num_trials": None}, "'num_trials' is missing"),
     ({"name": "a/b"}, "names a folder"),
-    ({"resources": {"cpu": 0, "gpu": 0.25}}, "'resources.cpu' must be > 0"),
+    ({"resources": {"cpu": 0, "gpu": 0.25}}, "'resources.cpu' must be a number > 0"),
     ({"resources": {"cpu": 1, "gpu": 1.5}}, "whole number"),
     ({"asha": {"max_t": 5}}, "asha.max_t (5) is more than the trials' epochs (3)"),
     ({"fixed": {"epochs": 3, "eval_every": 2}}, "eval_every: 1"),
-    ({"searcher": "grid"}, "one of optuna, random"),
+    ({"searcher": "grid"}, "one of 'optuna', 'random'"),
     ({"seeds": {"repeats": 0}}, "'seeds.repeats' must be an integer >= 1"),
-    ({"wandb": {"mode": "cloud"}}, "'wandb.mode' must be one of auto, online, offline, disabled"),
+    ({"wandb": {"mode": "cloud"}}, "'wandb.mode' must be one of 'auto', 'online', 'offline', 'disabled'"),
     ({"metric": "val/sap_fixed", "mode": "max"}, "only with 'cvae.final_metrics: true'"),
     ({"metric": "val/sap_fixed", "mode": "max", "fixed": {"epochs": 3, "cvae": {"final_metrics": True}}},
      "ASHA cannot stop on it"),
-    ({"asha": {"promotion": "greedy"}}, "'asha.promotion' must be one of quota, percentile"),
+    ({"asha": {"promotion": "greedy"}}, "'asha.promotion' must be one of 'quota', 'percentile'"),
     ({"wandb": {"api_key": "abc"}}, "never put the W&B key in a spec"),
     ({"wandb": {"projekt": "x"}}, "did you mean 'wandb.project'"),
     ({"wandb": {"tags": "demo"}}, "'wandb.tags' must be a list of strings"),
-    ({"wandb": {"upload_every_s": 0}}, "'wandb.upload_every_s' must be a positive number of seconds"),
+    ({"wandb": {"upload_every_s": 0}}, "'wandb.upload_every_s' must be a number > 0"),
 ])
 def test_bad_values_are_explained(tmp_path, changes, message):
     with pytest.raises(SweepSpecError, match=re.escape(message)):

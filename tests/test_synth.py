@@ -15,6 +15,7 @@ from celeb.data.schema import (
     ATTR_FILE, ATTRIBUTE_NAMES, BBOX_COLUMNS, BBOX_FILE, CELEBA_PREVALENCE, IDENTITY_FILE, IMAGE_DIR,
     LANDMARK_COLUMNS, LANDMARKS_FILE, PARTITION_FILE,
 )
+from celeb.synth import batch
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "celeba-annotations"
 ANNOTATION_FILES = (ATTR_FILE, PARTITION_FILE, IDENTITY_FILE, BBOX_FILE, LANDMARKS_FILE)
@@ -113,8 +114,8 @@ def test_bbox_and_landmark_files_hold_the_face_geometry(small: synth.SynthResult
 
 
 def test_same_seed_same_bytes_for_any_workers_and_other_seed_differs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(synth, "CHUNK", 16)
-    n = 2 * synth.CHUNK + 8  # three chunks, so two worker processes really share the work
+    monkeypatch.setattr(batch, "CHUNK", 16)
+    n = 2 * batch.CHUNK + 8  # three chunks, so two worker processes really share the work
     one = synth.synthesize(tmp_path / "one", n=n, seed=5, workers=1, progress=False).out_dir
     two = synth.synthesize(tmp_path / "two", n=n, seed=5, workers=2, progress=False).out_dir
     other = synth.synthesize(tmp_path / "other", n=n, seed=6, images=False, progress=False).out_dir

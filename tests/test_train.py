@@ -16,7 +16,9 @@ from celeb.training.checkpoint import capture_rng_state, list_checkpoints, load_
 from celeb.config import ConfigError, TrainConfig, config_from_dict
 from celeb.data.dataset import CelebData
 from celeb.data.splits import MAX_POS_WEIGHT, positive_weight_array
-from celeb.training.loop import ClassifierTask, CVAETask, NonFiniteLossError, fit
+from celeb.training.classifier_task import ClassifierTask
+from celeb.training.cvae_task import CVAETask
+from celeb.training.loop import NonFiniteLossError, fit
 from celeb.training.tracking import LocalTracker, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,8 +175,10 @@ def test_early_stopping_keeps_last_and_best_checkpoints(data64, tmp_path, monkey
     scores = iter([3.0, 2.0, 2.5, 2.1, 2.2, 1.0])  # best at epoch 2, then three evaluations without gain
     real_evaluate = CVAETask.evaluate
 
-    def evaluate(self, model, loader, at):
-        return {**real_evaluate(self, model, loader, at), "val/loss": next(scores)}
+    def evaluate(self, model, loader, at, final):
+        evaluation = real_evaluate(self, model, loader, at, final)
+        evaluation.metrics["val/loss"] = next(scores)
+        return evaluation
 
     monkeypatch.setattr(CVAETask, "evaluate", evaluate)
     result = fit(tiny("cvae", epochs=6, early_stopping_patience=3, max_train_batches=1), data64, run_dir=tmp_path)
@@ -301,3 +305,13 @@ def test_classifier_uses_split_pos_weight_or_computes_it(data16):
     assert np.array_equal(computed.numpy(), positive_weight_array(train))  # the rule behind pos_weight.json
     given = CelebData(data16.images, data16.labels, data16.split, pos_weight=np.full(40, 3.0, np.float32))
     assert torch.equal(ClassifierTask(config, given, torch.device("cpu")).pos_weight, torch.full((40,), 3.0))
+
+
+@pytest.mark.filterwarnings("ignore:.*(single label|classes not in y_true)")  # a one-batch val set
+def test_each_task_reports_the_metrics_it_declares(data64, data16):
+    # The sweep spec's metric check reads these declarations, so they must match what fit reports.
+    cvae = fit(tiny("cvae", epochs=2, max_train_batches=1, **{"cvae.final_metrics": True}), data64).history
+    assert set(CVAETask.epoch_metrics) <= set(cvae[0]) and set(CVAETask.epoch_metrics) <= set(cvae[-1])
+    assert set(CVAETask.final_metrics) <= set(cvae[-1]) and not set(CVAETask.final_metrics) & set(cvae[0])
+    classifier = fit(tiny("classifier", epochs=1, max_train_batches=1), data16).history
+    assert set(ClassifierTask.epoch_metrics + ClassifierTask.final_metrics) <= set(classifier[-1])

@@ -19,14 +19,13 @@ them in meta.json.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import multiprocessing
 import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from tqdm import tqdm
 
 from celeb.atomic import write_text_atomic
+from celeb.parallel import map_unordered
 
 IMAGES_FILE = "images.npy"
 META_FILE = "meta.json"
@@ -77,7 +77,8 @@ def build_cache(image_ids: Sequence[str], image_dir: Path, out_dir: Path, size: 
 
     crop: side of the centre square cut from each image before resizing (CelebA's usual 148);
     None or 0 takes the largest centre square. Returns out_dir. A complete cache with the same ids
-    and parameters is returned as it is; a partial one is resumed.
+    and parameters is returned as it is; a partial one is resumed. Workers are spawned processes
+    (celeb.parallel), so a script that calls this with more than one needs the `__main__` guard.
     """
     image_ids = list(image_ids)
     image_dir, out_dir = Path(image_dir), Path(out_dir)
@@ -193,26 +194,20 @@ def _decode_chunk(job: tuple[int, list[str]]) -> tuple[int, int, list[Bad]]:
 def _run(jobs: list[tuple[int, list[str]]], partial: Path, image_dir: Path, size: int, crop: int,
          workers: int) -> Iterator[tuple[int, int, list[Bad]]]:
     """Decode the jobs, yielding (start, stop, bad) as each finishes (in any order)."""
-    args = (partial, image_dir, size, crop)
-    if workers == 1:
-        saved = ImageFile.LOAD_TRUNCATED_IMAGES, dict(_worker)
-        try:
-            _init_worker(*args)
-            yield from map(_decode_chunk, jobs)
-        finally:
-            ImageFile.LOAD_TRUNCATED_IMAGES = saved[0]
-            _worker.clear()
-            _worker.update(saved[1])
-        return
-    # fork starts in milliseconds; workers only touch PIL and numpy, never the parent's threads or torch.
-    # A process pool executor (not multiprocessing.Pool) fails loudly if a worker is killed.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    pool = ProcessPoolExecutor(workers, multiprocessing.get_context(method), _init_worker, args)
+    with _process_state_kept():
+        yield from map_unordered(_decode_chunk, jobs, workers, _init_worker, (partial, image_dir, size, crop))
+
+
+@contextlib.contextmanager
+def _process_state_kept() -> Iterator[None]:
+    """Restore the caller's PIL setting and _worker: with one worker, _init_worker runs in this process."""
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES, dict(_worker)
     try:
-        for future in as_completed([pool.submit(_decode_chunk, job) for job in jobs]):
-            yield future.result()
+        yield
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved[0]
+        _worker.clear()
+        _worker.update(saved[1])
 
 
 def _jobs(ranges: list[tuple[int, int]], image_ids: list[str], todo: int,

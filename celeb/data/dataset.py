@@ -6,15 +6,15 @@ table, a split and an image cache) and checks that they agree row for row.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from celeb.data.schema import ATTRIBUTE_NAMES, IMAGE_ID, SPLITS, TABLE_FILE
-
+from celeb.data.annotations import read_table
+from celeb.data.cache import IMAGES_FILE, open_cache
+from celeb.data.schema import ATTRIBUTE_NAMES, SPLITS, TABLE_FILE
+from celeb.data.splits import read_positive_weights, read_split
 
 
 @dataclass
@@ -63,42 +63,17 @@ def split_dir(data_dir: Path, split: str) -> Path:
 
 
 def load_data(data_dir: Path, split: str = "balanced", image_size: int = 64, crop: int = 148) -> CelebData:
-    """Open the table, the split and the image cache of a data dir (the cache is memory-mapped)."""
+    """Open the table, the split and the image cache of a data dir (the cache is memory-mapped),
+    each through its own validating reader, and check that they agree row for row."""
     data_dir = Path(data_dir)
-    table_path = data_dir / TABLE_FILE
-    if not table_path.exists():
-        raise FileNotFoundError(f"{table_path} not found; run `celeb prepare CELEBA_DIR --out {data_dir}` first")
-    table = pd.read_parquet(table_path)
-
-    split_path = split_dir(data_dir, split) / "split.parquet"
-    if not split_path.exists():
-        raise FileNotFoundError(
-            f"{split_path} not found; run `celeb split {data_dir} --strategy {split}` first"
-        )
-    split_table = pd.read_parquet(split_path)
-    if not split_table[IMAGE_ID].equals(table[IMAGE_ID]):
-        raise ValueError(f"{split_path} was made from a different table; rerun `celeb split {data_dir}`")
-
+    table = read_table(data_dir / TABLE_FILE)
+    names = read_split(split_dir(data_dir, split), table).to_numpy().copy()
     cdir = cache_dir(data_dir, image_size, crop)
-    images_path = cdir / "images.npy"
-    if not images_path.exists():
-        raise FileNotFoundError(
-            f"{images_path} not found; run `celeb prepare CELEBA_DIR --out {data_dir} --size {image_size}` first"
-        )
-    images = np.load(images_path, mmap_mode="r")
+    images, meta = open_cache(cdir)
     if len(images) != len(table):
-        raise ValueError(f"{images_path} has {len(images)} rows but the table has {len(table)}; rerun `celeb prepare`")
-
-    names = split_table["split"].astype(str).to_numpy().copy()
-    meta = json.loads((cdir / "meta.json").read_text())
-    skipped_rows = np.asarray(meta.get("skipped_rows", []), dtype=np.int64)
-    names[skipped_rows] = ""
-
-    pos_weight_path = split_dir(data_dir, split) / "pos_weight.json"
-    pos_weight = None
-    if pos_weight_path.exists():
-        weights = json.loads(pos_weight_path.read_text())
-        pos_weight = np.array([weights[n] for n in ATTRIBUTE_NAMES], dtype=np.float32)
-
+        raise ValueError(f"{cdir / IMAGES_FILE} has {len(images)} rows but the table has {len(table)}; "
+                         "rerun `celeb prepare`")
+    names[np.asarray(meta.get("skipped_rows", []), dtype=np.int64)] = ""  # rows without an image
     labels = table[list(ATTRIBUTE_NAMES)].to_numpy(dtype=bool)
-    return CelebData(images=images, labels=labels, split=names, pos_weight=pos_weight)
+    return CelebData(images=images, labels=labels, split=names,
+                     pos_weight=read_positive_weights(split_dir(data_dir, split)))

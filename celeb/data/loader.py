@@ -20,18 +20,9 @@ import torch
 from torch import Tensor
 
 from celeb.data.augment import Augment
+from celeb.seeds import augment_seed, order_seed
 
 OUTPUTS = ("float", "uint8")
-
-
-def order_seed(seed: int, epoch: int) -> int:
-    """Seed of the batch order of one epoch."""
-    return seed * 1_000_003 + epoch
-
-
-def augment_seed(seed: int, epoch: int) -> int:
-    """Seed of the augmentation of one epoch, independent of the order's stream."""
-    return int(np.random.SeedSequence([seed % 2**63, epoch, 0xA06]).generate_state(1, np.uint64)[0] >> 1)
 
 
 class BatchLoader:

@@ -34,6 +34,7 @@ from celeb.data.schema import ATTRIBUTE_NAMES, IDENTITY, IMAGE_ID, PARTITION, PA
 
 STRATEGIES: tuple[str, ...] = ("official", "balanced")
 SPLIT_FILE = "split.parquet"
+POS_WEIGHT_FILE = "pos_weight.json"
 MAX_POS_WEIGHT = 1e3
 
 # The local search keeps each split's size within this fraction of the table of its requested
@@ -415,7 +416,7 @@ def write_split(out_dir: Path, table: pd.DataFrame, split: pd.Series, report: di
         SPLIT_FILE: _split_parquet_bytes(table, names),
         "report.json": (json.dumps(report, indent=2, allow_nan=False) + "\n").encode(),
         "report.md": report_markdown(report).encode(),
-        "pos_weight.json": (json.dumps(positive_weights(table, split), indent=2) + "\n").encode(),
+        POS_WEIGHT_FILE: (json.dumps(positive_weights(table, split), indent=2) + "\n").encode(),
         "prevalence.png": prevalence_png(report),
         "correlation.png": correlation_png(table),
     }
@@ -427,7 +428,9 @@ def read_split(out_dir: Path, table: pd.DataFrame) -> pd.Series:
     """The split written by `write_split`, checked to belong to `table` (same image ids, same order)."""
     path = Path(out_dir) / SPLIT_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; run `celeb split DATA_DIR` first")
+        name, data_dir = Path(out_dir).name, Path(out_dir).parent.parent
+        option = f"--strategy {name}" if name in STRATEGIES else f"--name {name}"
+        raise FileNotFoundError(f"{path} not found; run `celeb split {data_dir} {option}` first")
     try:
         frame = pd.read_parquet(path)
     except Exception as error:  # pyarrow raises several unrelated types for a damaged file
@@ -442,6 +445,18 @@ def read_split(out_dir: Path, table: pd.DataFrame) -> pd.Series:
     split = pd.Series(frame["split"].astype(str).to_numpy(dtype=object), index=table.index, name="split")
     _check_split(table, split, source=path)
     return split
+
+
+def read_positive_weights(out_dir: Path) -> np.ndarray | None:
+    """The split's pos_weight.json (written by `write_split`) in attribute order; None if absent."""
+    path = Path(out_dir) / POS_WEIGHT_FILE
+    if not path.is_file():
+        return None
+    try:
+        weights = json.loads(path.read_text())
+        return np.array([weights[name] for name in ATTRIBUTE_NAMES], dtype=np.float32)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not a weight per attribute ({error!r}); rerun `celeb split`") from None
 
 
 def _split_parquet_bytes(table: pd.DataFrame, names: np.ndarray) -> bytes:

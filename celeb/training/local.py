@@ -8,7 +8,7 @@ progress bar, and leaves everything in one run dir:
                       metrics.jsonl, .csv     one row per epoch; metrics.json: summary + history
                       reconstructions.png     CVAE: val originals (top) above reconstructions
                       traversal.png, ...      CVAE: latent traversal, condition sweeps, KL chart,
-                      dimensions.csv          and the labelled latent dims (celeb.traversal)
+                      dimensions.csv          and the labelled latent dims (celeb.evaluation)
                       wandb/                  with --wandb PROJECT: the W&B run, written from the files
                                               above (celeb.records; uploaded with WANDB_API_KEY)
                       balanced_accuracy.png   classifier: per-attribute balanced accuracy on val
@@ -26,8 +26,12 @@ import yaml
 from tqdm.auto import tqdm
 
 from celeb.atomic import atomic_path, write_text_atomic
-from celeb.training.checkpoint import plain
 from celeb.config import ConfigError, TrainConfig, config_to_dict, load_config, parse_override
+from celeb.data.dataset import load_data
+from celeb.records import RecordKeeper, RunInfo, run_id_of
+from celeb.training import sealed
+from celeb.training.checkpoint import plain
+from celeb.training.loop import fit
 from celeb.training.tracking import LocalTracker
 
 SHOWN_METRICS = {
@@ -45,9 +49,6 @@ def run_local(task: str, config_path: Path, overrides: list[str], run_dir: Path 
     `wandb_project`: also log to this W&B project (online with WANDB_API_KEY, else offline under
     run_dir/wandb), as one run named after the run dir.
     """
-    from celeb.data.dataset import load_data
-    from celeb.training.loop import fit
-
     config = task_config(task, Path(config_path), overrides)
     if not config.data.data_dir:
         raise ConfigError(f"{config_path}: config key 'data.data_dir' is empty; set it there or pass "
@@ -67,8 +68,6 @@ def run_local(task: str, config_path: Path, overrides: list[str], run_dir: Path 
 
     records, info = None, None
     if wandb_project is not None:
-        from celeb.records import RecordKeeper, RunInfo, run_id_of
-
         records = RecordKeeper("auto").start()
         info = RunInfo(run_id=run_id_of(run_dir), name=run_dir.name, group="local", project=wandb_project,
                        config=config_to_dict(config), job_type=task, metric=config.early_stopping_metric,
@@ -123,8 +122,6 @@ def run_local(task: str, config_path: Path, overrides: list[str], run_dir: Path 
 def resume_point(checkpoint: Path) -> Path:
     """`--resume CHECKPOINT`, or the newest complete checkpoint before it when it is cut short
     (the run says which it passed over, and why)."""
-    from celeb.training import sealed
-
     if not checkpoint.is_dir():
         raise FileNotFoundError(f"--resume {checkpoint}: no such checkpoint folder (expected "
                                 "runs/<run>/checkpoints/epoch_NNN)")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from celeb import storage
+from celeb.training import sealed
 
 METRICS_FILE = "metrics.jsonl"
 STARTS_FILE = "starts.jsonl"
@@ -162,8 +163,6 @@ def tune_checkpoint_dirs(folder: str | os.PathLike[str]) -> list[str]:
 def checkpoint_of_epoch(folder: str | os.PathLike[str], epoch: int) -> str | None:
     """The complete checkpoint of `epoch` kept in a run folder (a sweep trial's checkpoint_*, Tune's,
     or a local run's checkpoints/epoch_*), or None."""
-    from celeb.training import sealed
-
     candidates = tune_checkpoint_dirs(folder)
     candidates += [storage.join(folder, "checkpoints", name)
                    for name in storage.list_names(storage.join(folder, "checkpoints"), dirs=True)]

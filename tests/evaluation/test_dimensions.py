@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from celeb.dimensions import evaluate_dimensions, kl_per_dimension, label_dimensions
+from celeb.evaluation.dimensions import evaluate_dimensions, kl_per_dimension, label_dimensions
 
 NAMES = ["Smiling", "Blond_Hair", "Eyeglasses", "Male"]
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from celeb.metrics import attribute_metrics, majority_baseline
 from celeb.data.schema import ATTRIBUTE_NAMES
+from celeb.evaluation.classification import attribute_metrics, majority_baseline
 
 
 def _random_problem(n: int = 300, a: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

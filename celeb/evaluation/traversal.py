@@ -1,4 +1,4 @@
-"""What a trained conditional VAE's latents do, as pictures and tables a reviewer reads at a glance.
+"""What a trained conditional VAE's latents do, as pictures a reviewer reads at a glance.
 
 - `traversal_panel`: one row per latent dim, most used (highest KL) first. Each row decodes a few
   reference faces with that one dim swept from −span·σ to +span·σ around the data's mean, where σ
@@ -8,9 +8,9 @@
   faces, every other input held fixed.
 - `reconstruction_panel`: originals above their reconstructions.
 - `kl_bar_chart`: the per-dim KL as a bar chart.
-- `review_latents`: all of the above for one model and data split, plus the per-dim table of
-  `celeb.dimensions` (KL, activity, MI with each attribute, an automatic label) and MIG, so the
-  training loop, `celeb review` and `celeb traverse` produce the same views.
+- `latent_panels`: the traversal, condition and KL views of one model at once, which the training
+  loop and `celeb.evaluation.latents.review_latents` (behind `celeb review` and `celeb traverse`)
+  share, so they show the same views.
 
 Panels are torchvision `make_grid` images, float (3, H, W) in [0, 1], with the row labels drawn
 in a white margin on their left.
@@ -18,8 +18,7 @@ in a white margin on their left.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,8 +26,6 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor, nn
 from torchvision.utils import make_grid
-
-from celeb.dimensions import LABEL_MIN_MI
 
 ACTIVE_DIM_NATS = 0.01  # a latent dim is "active" when its mean KL on the evaluated images exceeds this
 PADDING = 2
@@ -88,7 +85,7 @@ def traversal_panel(model: nn.Module, x: Tensor, cond: Tensor | None, values: np
 
     `x` (R, 3, H, W) are the reference faces, `values` (D, S) the swept values per dim (see
     `sweep_values`); a row shows the R faces one after another, S steps each. `labels` are one per
-    dim in dim order (e.g. from `celeb.dimensions.label_dimensions`); inactive rows are greyed out, or dropped with
+    dim in dim order (e.g. from `celeb.evaluation.dimensions.label_dimensions`); inactive rows are greyed out, or dropped with
     include_inactive=False. `max_dims` keeps only the first rows.
     """
     mu, _ = model.encode(x, cond)
@@ -198,126 +195,7 @@ def _to_uint8(image: Tensor) -> np.ndarray:
     return (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
-# ----------------------------------------------------------------------------- one call for everything
-
-
-@dataclass
-class LatentReview:
-    """Everything a reviewer needs about one model's latents on one split.
-
-    `dimensions`: one row per dim (celeb.dimensions columns + `label`), in KL order;
-    `images`: "traversal", "conditions" (conditional models), "reconstructions", "kl_per_dim";
-    `metrics`: MIG against the attributes the model is not conditioned on, the dim counts, and
-    (on request) the other fixed-setting disentanglement scores and the true-factor check.
-    """
-
-    dimensions: pd.DataFrame
-    images: dict[str, Tensor | np.ndarray] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def labels(self) -> list[str]:
-        return self.dimensions["label"].tolist()
-
-
-def score_latents(mu: np.ndarray, logvar_or_kl: np.ndarray, attributes: np.ndarray, names: Sequence[str],
-                  min_mi: float = LABEL_MIN_MI) -> tuple[pd.DataFrame, dict[str, float]]:
-    """The per-dim table (KL order, with labels) and summary scores of latents against binary attributes.
-
-    Attributes that take one value in every row are left out (no information to measure). The
-    label threshold `min_mi` (normalised MI) sits above what noise reaches on a few hundred images.
-    Scores: mig_fixed (MIG over the non-constant attributes), labelled_dims (active dims whose best
-    attribute reaches `min_mi` normalised MI), active_dims.
-    """
-    from celeb.dimensions import evaluate_dimensions, label_dimensions
-    from celeb.disentangle import mig_fixed
-
-    attributes = np.asarray(attributes, dtype=bool)
-    varying = attributes.any(axis=0) & ~attributes.all(axis=0)
-    kept = [n for n, keep in zip(names, varying) if keep]
-    table = evaluate_dimensions(mu, logvar_or_kl, attributes[:, varying], kept, active_threshold=ACTIVE_DIM_NATS)
-    table = table.sort_values(["kl", "dim"], ascending=[False, True], kind="stable").reset_index(drop=True)
-    table.insert(1, "label", label_dimensions(table, min_mi=min_mi))
-    scores = {"active_dims": float(table["active"].sum()),
-              "labelled_dims": float((table["active"] & (table["best_mi"] >= min_mi)).sum())}
-    if len(kept) >= 2 and mu.shape[1] >= 2:
-        scores.update(mig_fixed(mu, attributes[:, varying], names=kept))
-    return table, scores
-
-
-def review_latents(model: nn.Module, images: np.ndarray, labels: np.ndarray, attribute_names: Sequence[str],
-                   conditions: Sequence[str], num_faces: int = 4, steps: int = 7, span: float = 3.0,
-                   include_inactive: bool = True, max_dims: int | None = None,
-                   true_factors: pd.DataFrame | None = None, attribute_factors: Mapping[str, str] | None = None,
-                   all_metrics: bool = False, seed: int = 0) -> LatentReview:
-    """Encode `images` (N, H, W, 3) uint8 with `labels` (N, 40) and build the panels, table and scores.
-
-    The first `num_faces` images are the reference faces. Latents are scored against the
-    attributes the model is not conditioned on (the conditioned ones reach the decoder directly).
-    `true_factors` (N rows, the synthetic faces' factors.parquet) with `attribute_factors` adds the
-    check of each label against the truth (columns true_factor, label_matches; metrics
-    true_factor_matches and matched_factors). `all_metrics` adds celeb.disentangle's fixed-setting
-    scores (β-VAE and FactorVAE approximations, DCI with the fast estimator, SAP) to MIG.
-    """
-    names = list(attribute_names)
-    cond_index = [names.index(c) for c in conditions]
-    mu, logvar = encode_images(model, images, labels, cond_index)
-    free = [k for k in range(len(names)) if k not in cond_index]
-    free_labels, free_names = np.asarray(labels)[:, free], [names[k] for k in free]
-    table, scores = score_latents(mu, logvar, free_labels, free_names)
-    review = LatentReview(dimensions=table, metrics=scores)
-    if true_factors is not None:
-        check_true_factors(review, mu, true_factors, attribute_factors or {})
-    if all_metrics:
-        add_fixed_metrics(review, mu, free_labels, free_names, seed)
-    device = next(model.parameters()).device
-    x = images_as_tensor(images[:num_faces], device)
-    cond = conditions_of(labels[:num_faces], cond_index, device)
-    review.images = latent_panels(model, x, cond, mu, logvar, review.dimensions, conditions, steps, span,
-                                  include_inactive, max_dims)
-    review.images["reconstructions"] = reconstruction_panel(model, x, cond)
-    return review
-
-
-def check_true_factors(review: LatentReview, mu: np.ndarray, true_factors: pd.DataFrame,
-                       attribute_factors: Mapping[str, str]) -> None:
-    """Add the true-factor check of every label (celeb.dimensions.match_true_factors) to `review`."""
-    from celeb.dimensions import match_true_factors
-
-    checked = match_true_factors(mu, review.dimensions, true_factors.reset_index(drop=True), attribute_factors)
-    review.dimensions = checked
-    matched = checked[checked["label_matches"]]
-    review.metrics["true_factor_matches"] = float(len(matched))
-    review.metrics["matched_factors"] = float(matched["true_factor"].nunique())
-
-
-MIN_CLASS_ROWS = 5  # an attribute needs this many rows of each value to be scored by the fitted metrics
-
-
-def add_fixed_metrics(review: LatentReview, mu: np.ndarray, attributes: np.ndarray, names: Sequence[str],
-                      seed: int) -> None:
-    """Add `fixed_metrics` of these latents to `review` (or a note saying why they were skipped)."""
-    scores, note = fixed_metrics(mu, attributes, names, seed)
-    review.metrics.update({k: v for k, v in scores.items() if k != "mig_fixed"})
-    if note:
-        review.notes.append(note)
-
-
-def fixed_metrics(mu: np.ndarray, attributes: np.ndarray, names: Sequence[str],
-                  seed: int) -> tuple[dict[str, float], str | None]:
-    """celeb.disentangle.evaluate_fixed (DCI with the fast estimator) over the attributes whose two
-    values both occur at least MIN_CLASS_ROWS times; ({}, why) when there is too little to fit."""
-    from celeb.disentangle import evaluate_fixed
-
-    attributes = np.asarray(attributes, dtype=bool)
-    positives = attributes.sum(axis=0)
-    usable = (positives >= MIN_CLASS_ROWS) & (len(attributes) - positives >= MIN_CLASS_ROWS)
-    try:
-        return evaluate_fixed(mu, attributes[:, usable], [n for n, u in zip(names, usable) if u], seed=seed,
-                              dci_estimator="hist", progress=False), None
-    except ValueError as error:  # too few rows or attributes for a fitted metric
-        return {}, f"fixed-setting metrics skipped: {error}"
+# ----------------------------------------------------------------------------- every panel of one model
 
 
 def latent_panels(model: nn.Module, x: Tensor, cond: Tensor | None, mu: np.ndarray, logvar: np.ndarray,
@@ -326,7 +204,7 @@ def latent_panels(model: nn.Module, x: Tensor, cond: Tensor | None, mu: np.ndarr
     """"traversal", "kl_per_dim" and (conditional models) "conditions" for reference faces `x`.
 
     `mu`/`logvar` (N, D) are the encoded evaluation images that set each dim's sweep range, and
-    `dimensions` their table from `score_latents` (KL and labels).
+    `dimensions` their table from `celeb.evaluation.latents.score_latents` (KL and labels).
     """
     by_dim = dimensions.sort_values("dim")
     kl = by_dim["kl"].to_numpy()

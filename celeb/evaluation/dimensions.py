@@ -25,7 +25,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from celeb.disentangle import discrete_entropy, discrete_mutual_info, histogram_discretize
+from celeb.evaluation.disentanglement.fixed_data import as_bool_attributes
+from celeb.evaluation.disentanglement.information import discrete_entropy, discrete_mutual_info, histogram_discretize
 
 
 def kl_per_dimension(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
@@ -56,10 +57,7 @@ def evaluate_dimensions(
         raise ValueError(
             f"attributes must be (N={len(mu)}, K={len(names)}) to match latents_mu and names; got {attributes.shape}"
         )
-    if attributes.dtype != bool:
-        if not np.isin(attributes, (0, 1)).all():
-            raise ValueError("attributes must be bool (or 0/1); convert CelebA's -1/1 with `attributes > 0`")
-        attributes = attributes.astype(bool)
+    attributes = as_bool_attributes(attributes)
     kl = _kl(mu, np.asarray(logvar_or_kl, dtype=np.float64))
 
     mi = _normalised_mi(mu, attributes, num_bins)
@@ -79,7 +77,7 @@ def evaluate_dimensions(
 
 
 # Normalised MI a dim needs with an attribute to be labelled with it: above what noise reaches on a
-# few hundred images once the estimator's bias is removed (tests/test_traversal.py checks both).
+# few hundred images once the estimator's bias is removed (tests/evaluation/test_latents.py checks both).
 LABEL_MIN_MI = 0.1
 
 

@@ -1,0 +1,23 @@
+"""The task adapters by name: what `TrainConfig.task` selects, and the metrics each one reports."""
+
+from __future__ import annotations
+
+import torch
+
+from celeb.config import TrainConfig
+from celeb.data.dataset import CelebData
+from celeb.training.adapter import Task
+from celeb.training.classifier_task import ClassifierTask
+from celeb.training.cvae_task import CVAETask
+
+TASKS: dict[str, type[Task]] = {"cvae": CVAETask, "classifier": ClassifierTask}
+
+
+def make_task(config: TrainConfig, data: CelebData, device: torch.device) -> Task:
+    return TASKS[config.task](config, data, device)
+
+
+def reported_metrics(task: str, final: bool = True) -> tuple[str, ...]:
+    """The metrics a `task` trial reports every epoch (+ after its last epoch, with `final`)."""
+    cls = TASKS[task]
+    return cls.epoch_metrics + (cls.final_metrics if final else ())
