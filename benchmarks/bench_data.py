@@ -14,7 +14,7 @@ Makes n synthetic faces (celeb.synth) in a temporary folder (or reuses --data, a
 and the ratios (a)/(c) and (b)/(c) against their targets (2x, 100x, 15x); with a CUDA device, also
 epochs on the GPU. Each figure is the best of `repeats` runs, taken in turns (tutorial, build,
 loaders, tutorial, ...), since other processes sharing the cores make single runs noisy and should
-weigh on every pipeline alike. A loader's one-time copy of its rows into RAM is not part of its
+weigh on every pipeline alike. A loader's one-time copy of its rows to the GPU is not part of its
 epochs; the tutorial's epochs include starting its worker processes, as they do in the tutorial.
 """
 
@@ -107,10 +107,10 @@ def bench_gpu(cache: Path, labels: np.ndarray, repeats: int) -> dict[str, float]
     """Epochs on the GPU (cache held on the device, or gathered in pinned RAM and copied per batch)."""
     images, _ = open_cache(cache)
     runs = {
-        "GPU, on device, uint8": dict(on_device=True, output="uint8"),
-        "GPU, on device, float + light": dict(on_device=True, augment=make_augment("light")),
-        "GPU, on device, float + heavy": dict(on_device=True, augment=make_augment("heavy")),
-        "GPU, pinned copies, float + light": dict(on_device=False, augment=make_augment("light")),
+        "GPU, on device, uint8": dict(placement="device", output="uint8"),
+        "GPU, on device, float + light": dict(placement="device", augment=make_augment("light")),
+        "GPU, on device, float + heavy": dict(placement="device", augment=make_augment("heavy")),
+        "GPU, pinned copies, float + light": dict(placement="ram", augment=make_augment("light")),
     }
     rates = {}
     for name, kwargs in runs.items():

@@ -19,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from celeb import logs
 from celeb.data.splits import STRATEGIES
 
 
@@ -115,12 +116,13 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def _cmd_review(args: argparse.Namespace) -> None:
+    from celeb import storage
     from celeb.review import write_review
 
-    roots = [Path(r) for r in args.roots]
-    out = Path(args.out) if args.out else roots[0] / "review"
+    roots = [storage.location(r) for r in args.roots]
+    out = storage.location(args.out) if args.out else _review_out_dir(roots[0])
     result = write_review(roots, out, args.metric, mode=args.mode, top=args.top,
-                          export=Path(args.export) if args.export else None,
+                          export=storage.location(args.export) if args.export else None,
                           data_dir=Path(args.data_dir) if args.data_dir else None, num_eval_images=args.images,
                           lossless=args.lossless, all_metrics=not args.mig_only)
     board = result.leaderboard
@@ -137,6 +139,17 @@ def _cmd_review(args: argparse.Namespace) -> None:
     print(f"leaderboard: {result.csv}")
     if result.export is not None:
         print(f"exported:    {result.export} (best: {board.iloc[0]['trial']} epoch {board.iloc[0]['epoch']})")
+
+
+def _review_out_dir(root: str | Path) -> Path:
+    """SWEEP_DIR/review for a local sweep; ./review-<sweep name> for one at a URI (said, as it is not beside it)."""
+    if isinstance(root, Path):
+        return root / "review"
+    from celeb import storage
+
+    out = Path(f"review-{storage.name(root)}")
+    print(f"{root} is remote storage: the review goes to the local folder ./{out} (--out chooses another)")
+    return out
 
 
 def _cmd_wandb(args: argparse.Namespace) -> None:
@@ -233,12 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     review = commands.add_parser("review", help="rank checkpoints of runs/sweeps, an HTML page of the best, export one")
     review.add_argument("roots", nargs="+", metavar="SWEEP_DIR",
-                        help="sweep dirs, run dirs or any folders holding checkpoints (searched recursively)")
+                        help="sweep dirs (local, or where Tune stored them: s3://, gs://), run dirs or any "
+                             "folders holding checkpoints (searched recursively)")
     review.add_argument("--metric", required=True, help="what to rank by, e.g. val/loss, val/mse, val/mig_fixed")
     review.add_argument("--mode", choices=("min", "max"), default=None,
                         help="min or max is better (default: from the metric's name)")
     review.add_argument("--top", type=int, default=5, help="trials that get a card with panels (default 5)")
-    review.add_argument("--out", default=None, help="output folder (default: the first SWEEP_DIR/review)")
+    review.add_argument("--out", default=None, help="output folder (default: the first SWEEP_DIR/review; "
+                        "./review-NAME for an s3:// or gs:// SWEEP_DIR)")
     review.add_argument("--export", default=None, metavar="FILE", help="write the best checkpoint as one file")
     review.add_argument("--data-dir", default=None, help="data dir for the panels (default: each config's)")
     review.add_argument("--images", type=int, default=2000, help="val images to evaluate latents on (default 2000)")
@@ -278,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logs.show()
     if getattr(args, "size", "n/a") is None:
         args.size = [64]
     try:

@@ -31,7 +31,10 @@ class DataConfig:
     split: str = "balanced"  # folder under DATA_DIR/splits/
     image_size: int = 64  # which image cache to use (DATA_DIR/cache/c<crop>_s<size>)
     crop: int = 148
-    on_device: bool | None = None  # keep the whole split on the GPU; None: yes on cuda
+    # where the loaders' rows live (celeb.data.loader): auto picks device, ram or stream from the
+    # split's size and memory_gb (None: a share of the GPU's free memory and of the available RAM)
+    placement: Literal["auto", "device", "ram", "stream"] = "auto"
+    memory_gb: float | None = None
     augment: Literal["none", "flip", "light", "heavy"] = "light"  # CVAE training batches
 
 
@@ -98,6 +101,23 @@ class TrainConfig:
 SECTIONS: dict[str, type] = {"data": DataConfig, "cvae": CVAEConfig, "classifier": ClassifierConfig}
 
 
+# Keys that were renamed: old key -> (new key, old value -> new value). Saved configs (checkpoints,
+# exports, Tune's restored trials) are migrated; a file a person edits gets a message saying how.
+RENAMED: dict[str, tuple[str, dict[Any, Any]]] = {
+    "data.on_device": ("data.placement", {True: "device", False: "ram", None: "auto"}),
+}
+
+
+def migrate(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """A flat config with renamed keys (RENAMED) under their new names and values."""
+    out = dict(flat)
+    for old, (new, values) in RENAMED.items():
+        if old in out:
+            value = out.pop(old)
+            out.setdefault(new, values.get(value, value))
+    return out
+
+
 def valid_keys() -> list[str]:
     """Every settable key, dotted: "seed", "lr", ..., "data.data_dir", "cvae.beta", ..."""
     return dotted_keys(TrainConfig)
@@ -110,6 +130,10 @@ def validate_keys(flat_keys: Iterable[str], where: str = "") -> None:
         if key in SECTIONS:
             raise ConfigError(f"{where}config key '{key}' is a section, not a value; set its keys, "
                               f"e.g. '{key}.{dataclasses.fields(SECTIONS[key])[0].name}'", key)
+        if key in RENAMED:
+            new, values = RENAMED[key]
+            how = ", ".join(f"{old!r} -> {value!r}" for old, value in values.items())
+            raise ConfigError(f"{where}config key '{key}' is now '{new}'; write {new} instead ({how})", key)
         if key not in known:
             error = unknown_key_error(key, known)
             raise ConfigError(f"{where}{error}", key)
@@ -125,7 +149,7 @@ def config_from_dict(d: Mapping[str, Any], where: str = "") -> TrainConfig:
 
     `where` prefixes error messages (e.g. "configs/x.yaml: ").
     """
-    flat = {k: v for k, v in flatten(d).items() if not (k in SECTIONS and v is None)}  # "cvae:" left empty
+    flat = migrate({k: v for k, v in flatten(d).items() if not (k in SECTIONS and v is None)})  # "cvae:" empty
     try:
         return build(TrainConfig, nest(flat, SECTIONS))
     except ConfigError as error:
@@ -173,6 +197,9 @@ def check_values(config: TrainConfig) -> None:
             raise ConfigError(f"config key '{key}' must be >= 0, got {value}", key)
     if config.cvae.beta_norm is not None and config.cvae.beta_norm < 0:
         raise ConfigError(f"config key 'cvae.beta_norm' must be >= 0, got {config.cvae.beta_norm}", "cvae.beta_norm")
+    if config.data.memory_gb is not None and not config.data.memory_gb > 0:
+        raise ConfigError(f"config key 'data.memory_gb' must be > 0 or null, got {config.data.memory_gb}",
+                          "data.memory_gb")
     if not 0.0 <= config.classifier.dropout < 1.0:
         raise ConfigError(f"config key 'classifier.dropout' must be in [0, 1), got {config.classifier.dropout}", "classifier.dropout")
     for key, value in (("grad_clip", config.grad_clip), ("max_train_batches", config.max_train_batches),

@@ -2,16 +2,19 @@
 
 A sweep's experiment folder and its trial folders may live on the local disk, a shared mount or
 an object store. Everything that reads them from outside the trial's own process (the W&B record
-keeper, the resume of a trial, the ranking) goes through these few functions, so the same code
-serves every kind of storage. Local writes are atomic (celeb.atomic); an object store's writes
+keeper, the resume of a trial, the ranking, `celeb review`) goes through these few functions, so the
+same code serves every kind of storage. A scheme pyarrow does not know (e.g. memory://) is reached
+through fsspec, which torch installs. Local writes are atomic (celeb.atomic); an object store's writes
 are atomic by nature (an object appears whole or not at all).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections.abc import Collection
+from pathlib import Path, PurePosixPath
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from celeb.atomic import write_bytes_atomic
@@ -21,21 +24,70 @@ def is_uri(path: str | os.PathLike[str]) -> bool:
     return "://" in str(path)
 
 
+def location(path: str | os.PathLike[str]) -> str | Path:
+    """A URI as the string it is, a local path as a Path (`Path("s3://b/x")` would lose a slash)."""
+    return str(path) if is_uri(path) else Path(path)
+
+
 def join(base: str | os.PathLike[str], *parts: str) -> str:
     """`base`/`parts`, for local paths and URIs alike."""
     return "/".join([str(base).rstrip("/"), *parts])
 
 
+def parent(path: str | os.PathLike[str]) -> str:
+    """The folder holding `path` (a URI's bucket is its own parent)."""
+    if not is_uri(path):
+        return str(Path(path).parent)
+    scheme, inner = str(path).split("://", 1)
+    above = PurePosixPath(inner.rstrip("/") or "/").parent
+    return f"{scheme}://{above}" if str(above) != "." else str(path)
+
+
+def name(path: str | os.PathLike[str]) -> str:
+    """The last part of `path`: a file's or a folder's name."""
+    if not is_uri(path):
+        return Path(path).name
+    return PurePosixPath(str(path).split("://", 1)[1]).name
+
+
+def canonical(path: str | os.PathLike[str]) -> str:
+    """One spelling per place, to tell whether two paths are the same folder: a local path
+    absolute with its links resolved, a URI without a trailing slash."""
+    return str(path).rstrip("/") if is_uri(path) else str(Path(path).resolve())
+
+
 def resolve(path: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
     """The file system holding `path` and the path within it."""
-    if is_uri(path):
+    if not is_uri(path):
+        return pafs.LocalFileSystem(), str(Path(path).resolve())
+    try:
         return pafs.FileSystem.from_uri(str(path))
-    return pafs.LocalFileSystem(), str(Path(path).resolve())
+    except pa.ArrowInvalid as refusal:  # e.g. a scheme pyarrow does not know
+        return fsspec_filesystem(str(path), refusal)
+
+
+def fsspec_filesystem(uri: str, refusal: Exception) -> tuple[pafs.FileSystem, str]:
+    """The fsspec file system of `uri` (memory://, or one an installed fsspec plugin reads) as a pyarrow one."""
+    import fsspec
+
+    try:
+        fs, inner = fsspec.core.url_to_fs(uri)
+    except (ImportError, ValueError) as error:
+        raise ValueError(f"{uri}: pyarrow cannot read it ({refusal}), nor can fsspec ({error})") from None
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), inner
+
+
+def file_type(path: str | os.PathLike[str]) -> pafs.FileType:
+    fs, inner = resolve(path)
+    return fs.get_file_info(inner).type
 
 
 def exists(path: str | os.PathLike[str]) -> bool:
-    fs, inner = resolve(path)
-    return fs.get_file_info(inner).type != pafs.FileType.NotFound
+    return file_type(path) != pafs.FileType.NotFound
+
+
+def is_dir(path: str | os.PathLike[str]) -> bool:
+    return file_type(path) == pafs.FileType.Directory
 
 
 def read_bytes(path: str | os.PathLike[str]) -> bytes | None:
@@ -85,6 +137,24 @@ def list_names(path: str | os.PathLike[str], dirs: bool | None = None) -> list[s
     wanted = {True: {pafs.FileType.Directory}, False: {pafs.FileType.File},
               None: {pafs.FileType.Directory, pafs.FileType.File}}[dirs]
     return sorted(info.base_name for info in infos if info.type in wanted)
+
+
+def folders_with(path: str | os.PathLike[str], names: Collection[str]) -> list[str]:
+    """The folders under (or equal to) `path` that hold a file of every one of `names`, in tree order
+    ([] when `path` does not exist). One recursive listing: on an object store, one request per
+    thousand files rather than one per folder."""
+    fs, inner = resolve(path)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True, allow_not_found=True))
+    except (NotADirectoryError, FileNotFoundError):
+        return []
+    held: dict[str, set[str]] = {}
+    for info in infos:
+        if info.type == pafs.FileType.File and info.base_name in names:
+            folder = info.path[len(inner):].strip("/").rpartition("/")[0]
+            held.setdefault(folder, set()).add(info.base_name)
+    found = sorted((folder for folder, have in held.items() if have >= set(names)), key=lambda f: f.split("/"))
+    return [join(path, folder) if folder else str(path) for folder in found]
 
 
 def file_size(path: str | os.PathLike[str]) -> int | None:

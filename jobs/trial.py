@@ -19,13 +19,13 @@ from typing import Any
 
 from ray import tune
 
-from celeb import storage
+from celeb import logs, storage
 from celeb.data.dataset import load_data
-from celeb.training.runfolder import scalar_values
-from celeb.sweep.spec import train_config_from_trial, trial_dirname
-from celeb.training.tracking import LocalTracker
 from celeb.seeds import seed_everything
+from celeb.sweep.spec import train_config_from_trial, trial_dirname
 from celeb.training.loop import fit
+from celeb.training.runfolder import scalar_values
+from celeb.training.tracking import LocalTracker
 from jobs.resume import resume_checkpoint
 
 
@@ -34,6 +34,7 @@ def train_trial(config: dict[str, Any], experiment_path: str) -> None:
 
     `experiment_path`: the sweep's experiment folder (a local path or a URI).
     """
+    logs.show()
     seed_everything(int(config["seed"]))  # actors are reused across trials: start from a known RNG state
     train_config = train_config_from_trial(config)
     d = train_config.data

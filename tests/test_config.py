@@ -151,3 +151,14 @@ def test_example_configs_load(name):
     config = load_config(REPO / "configs" / name)
     assert config.task == name.split("_")[0]
     assert config.data.data_dir  # they point at the demo data dir
+
+
+def test_a_renamed_key_is_migrated_in_saved_configs_and_explained_in_edited_ones(tmp_path):
+    # Checkpoints and exports written before data.placement existed still load ...
+    assert [config_from_dict({"data": {"on_device": v}}).data.placement for v in (True, False, None)] == \
+        ["device", "ram", "auto"]
+    # ... while a file someone edits is told how to migrate, with its line.
+    path = tmp_path / "old.yaml"
+    path.write_text("epochs: 2\ndata:\n  on_device: true\n")
+    with pytest.raises(ConfigError, match=r"old\.yaml, line 3: config key 'data\.on_device' is now 'data\.placement'"):
+        load_config(path)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from celeb.data.augment import BatchAugment, HeavyAugment, make_augment
-from celeb.data.loader import BatchLoader
+from celeb.data.loader import BatchLoader, RowReader, choose_placement
 
 N, SIZE = 50, 8
 
@@ -97,6 +97,52 @@ def test_a_memory_mapped_cache_and_tensors_work_alike(tmp_path):
     b = BatchLoader(torch.from_numpy(images), torch.from_numpy(labels), subset, batch_size=5, seed=9, output="uint8")
     for (xa, ya), (xb, yb) in zip(a, b, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_every_placement_serves_the_same_batches(tmp_path):
+    images, labels = numbered_images(200), labels_for(200)
+    np.save(tmp_path / "images.npy", images)
+    mapped = np.load(tmp_path / "images.npy", mmap_mode="r")
+    rows = np.random.default_rng(0).permutation(200)[:150]  # unsorted, with gaps: runs of every length
+    kwargs = dict(batch_size=16, seed=3, augment=BatchAugment(hue=0.1, crop_jitter=2))
+    ram = BatchLoader(mapped, labels, rows, placement="ram", **kwargs)
+    stream = BatchLoader(mapped, labels, rows, placement="stream", **kwargs)
+    assert (ram.placement.kind, stream.placement.kind) == ("ram", "stream")
+    for epoch in (0, 1):
+        ram.set_epoch(epoch), stream.set_epoch(epoch)
+        for (xr, yr), (xs, ys) in zip(ram, stream, strict=True):
+            assert torch.equal(xr, xs) and torch.equal(yr, ys)
+
+
+def test_the_row_reader_reads_any_rows_in_any_order_and_names_a_short_file(tmp_path):
+    images = numbered_images(40)
+    np.save(tmp_path / "images.npy", images)
+    reader = RowReader(np.load(tmp_path / "images.npy", mmap_mode="r"))
+    rows = np.array([7, 3, 4, 5, 39, 0, 4, 6])  # a run (3-6), a repeat and the last row
+    out = np.empty((len(rows), *images.shape[1:]), np.uint8)
+    reader.read(rows, out)
+    assert np.array_equal(out, images[rows])
+    with open(tmp_path / "images.npy", "r+b") as f:  # cut the file short behind the reader's back
+        f.truncate(f.seek(0, 2) - 100)
+    with pytest.raises(OSError, match=r"images\.npy ended at byte .*rebuild it with `celeb prepare`"):
+        reader.read(np.array([39]), out[:1])
+
+
+def test_auto_placement_follows_the_budget_and_says_why(tmp_path):
+    np.save(tmp_path / "images.npy", numbered_images(100))
+    mapped = np.load(tmp_path / "images.npy", mmap_mode="r")
+    split_bytes = 100 * SIZE * SIZE * 3
+    roomy = BatchLoader(mapped, None, memory_budget=split_bytes)
+    tight = BatchLoader(mapped, None, memory_budget=split_bytes - 1)
+    in_memory = BatchLoader(np.array(mapped), None, memory_budget=split_bytes - 1)
+    assert roomy.placement.kind == "ram" and "fits the RAM budget" in roomy.placement.reason
+    assert tight.placement.kind == "stream" and "over the RAM budget" in tight.placement.reason
+    assert in_memory.placement.kind == "ram" and "cannot be streamed" in in_memory.placement.reason
+    assert BatchLoader(mapped[:50], None, memory_budget=1).placement.kind == "ram"  # a slice is not the file
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        choose_placement("device", 10, torch.device("cpu"), streamable=True)
+    with pytest.raises(ValueError, match="in-memory array"):
+        BatchLoader(np.array(mapped), None, placement="stream")
 
 
 def test_without_labels_y_is_none():
@@ -275,12 +321,13 @@ def test_augmentation_with_uint8_output_is_refused():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("on_device", [True, False])
-def test_cuda_batches_match_the_cpu_ones(on_device):
-    images, labels = numbered_images(64, 16), labels_for(64)
+@pytest.mark.parametrize("placement", ["device", "ram", "stream"])
+def test_cuda_batches_match_the_cpu_ones(placement, tmp_path):
+    np.save(tmp_path / "images.npy", numbered_images(64, 16))
+    images, labels = np.load(tmp_path / "images.npy", mmap_mode="r"), labels_for(64)
     cpu = BatchLoader(images, labels, batch_size=16, seed=4, augment=BatchAugment(hue=0.1))
     gpu = BatchLoader(images, labels, batch_size=16, seed=4, augment=BatchAugment(hue=0.1), device="cuda",
-                      on_device=on_device)
+                      placement=placement)
     for (xc, yc), (xg, yg) in zip(cpu, gpu, strict=True):
         assert xg.is_cuda and xg.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(xg.cpu(), xc, atol=1e-5, rtol=0)

@@ -1,6 +1,7 @@
 """`celeb review` and `celeb traverse`: finding and ranking the checkpoints of local runs and Tune trials,
 the rule against ranking on a loss with another KL weight, export -> load round trips, the
-self-contained review page (rendered in headless Chromium, also with 100 trials) and the CLI."""
+self-contained review page (rendered in headless Chromium, also with 100 trials), sweeps read at a
+URI (file:// and fsspec's memory://, as s3:// and gs://) and the CLI."""
 
 from __future__ import annotations
 
@@ -21,13 +22,16 @@ import torch
 import yaml
 from PIL import Image
 
+from celeb import storage
 from celeb.training.checkpoint import META_FILE, STATE_FILE, list_checkpoints
 from celeb.cli import main
 from celeb.config import config_from_dict
+from celeb.training import sealed
 from celeb.data.dataset import load_data
 from celeb.review import (RankingWarning, export_checkpoint, find_checkpoints, infer_mode, load_model,
                           rank_checkpoints, trial_names, write_review)
 from celeb.training.loop import fit
+from celeb.training.sealed import MANIFEST_FILE
 
 CVAE_TRIALS = {  # trial dir -> overrides: two local runs and one Tune trial, with different β
     "run_b1": {"cvae.beta": 1.0, "cvae.width": 4, "cvae.latent_dim": 4, "lr": 1e-3},
@@ -101,8 +105,10 @@ def test_find_checkpoints_errors_name_the_folder(tmp_path):
         find_checkpoints([tmp_path / "empty"])
     with pytest.raises(FileNotFoundError, match="nowhere not found"):
         find_checkpoints([tmp_path / "nowhere"])
-    with pytest.raises(ValueError, match="copy the sweep first"):
-        find_checkpoints(["s3://bucket/sweep"])
+    with pytest.raises(FileNotFoundError, match=f"file://{tmp_path}/nowhere not found"):
+        find_checkpoints([f"file://{tmp_path}/nowhere"])
+    with pytest.raises(FileNotFoundError, match=f"no checkpoints under file://{tmp_path}/empty: looked for"):
+        find_checkpoints([f"file://{tmp_path}/empty"])
     broken = tmp_path / "broken" / "checkpoints" / "epoch_001"
     broken.mkdir(parents=True)
     (broken / STATE_FILE).write_bytes(b"x")
@@ -401,9 +407,10 @@ def test_face_panels_are_jpeg_unless_lossless_and_lossless_keeps_every_pixel(roo
 def test_a_card_whose_data_is_gone_says_so_and_the_review_goes_on(roots, tmp_path):
     moved = tmp_path / "sweep" / "moved_run" / "checkpoints" / "epoch_002"
     shutil.copytree(find_checkpoints([roots["sweep"]]).iloc[0]["checkpoint"], moved)
-    state = torch.load(moved / STATE_FILE, weights_only=True)
+    state, seal = torch.load(moved / STATE_FILE, weights_only=True), sealed.check(moved)
     state["config"]["data"]["data_dir"] = str(tmp_path / "gone")
     torch.save(state, moved / STATE_FILE)
+    sealed.seal(moved, seal)  # rewritten whole, so sealed again
     result = write_review([tmp_path / "sweep"], tmp_path / "out", "val/mse", top=1, progress=False)
     assert "no panels" in result.cards[0].note and "--data-dir" in result.cards[0].note
     assert "no panels" in result.html.read_text()
@@ -446,6 +453,101 @@ def test_page_with_100_trials_renders_every_row(roots, tmp_path):
     assert sum(not hidden for _, hidden, _ in rendered.rows) == 100  # best checkpoint per trial
     browse(page, tmp_path / "profile", "--screenshot=" + str(tmp_path / "shot.png"), "--window-size=1400,1000")
     assert_not_blank(tmp_path / "shot.png")
+
+
+# ----------------------------------------------------------------------------- sweeps at a URI
+
+
+@pytest.fixture(scope="module", params=["file", "memory"])
+def remote(request, roots, tmp_path_factory):
+    """Copies of sweep/ and tune/ on a file system the review reaches only through celeb.storage: pyarrow's
+    file:// (FileSystem.from_uri, the way s3:// and gs:// go) or fsspec's memory:// (nothing on the disk)."""
+    if request.param == "file":
+        base = f"file://{tmp_path_factory.mktemp('uri')}"
+    else:
+        base = f"memory://celeb-review-{tmp_path_factory.mktemp('memory').name}"
+    for name in ("sweep", "tune"):
+        storage.copy_dir(roots[name], storage.join(base, name))
+    yield base
+    storage.delete_dir(base)
+
+
+def local_twin(path: str, remote: str, roots) -> str:
+    """The local folder a path of the `remote` copy was copied from."""
+    return path.replace(remote, str(roots["sweep"].parent), 1)
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    first, second = a.state_dict(), b.state_dict()
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_review_of_a_uri_root_has_the_local_leaderboard(roots, remote, tmp_path):
+    local = write_review([roots["sweep"], roots["tune"]], tmp_path / "local", "val/mse", top=0, progress=False)
+    at_uri = write_review([storage.join(remote, "sweep"), storage.join(remote, "tune")], storage.join(remote, "out"),
+                          "val/mse", top=0, progress=False)
+    assert at_uri.csv == storage.join(remote, "out", "leaderboard.csv")
+    assert storage.list_names(storage.join(remote, "out")) == ["leaderboard.csv", "review.html"]
+    local_board = pd.read_csv(local.csv)
+    uri_board = pd.read_csv(io.StringIO(storage.read_text(at_uri.csv)))
+    assert len(uri_board) == len(local_board) > 0
+    pd.testing.assert_frame_equal(uri_board.drop(columns="checkpoint"), local_board.drop(columns="checkpoint"))
+    assert uri_board["checkpoint"].str.startswith(remote + "/").all()
+    assert [local_twin(c, remote, roots) for c in uri_board["checkpoint"]] == local_board["checkpoint"].tolist()
+
+
+def test_cards_and_export_read_the_weights_at_the_uri(roots, remote, tmp_path):
+    result = write_review([storage.join(remote, "sweep")], tmp_path / "out", "val/mse", top=1,
+                          export=tmp_path / "best.pt", progress=False, num_eval_images=EVAL_IMAGES, all_metrics=False)
+    best = result.leaderboard.iloc[0]["checkpoint"]
+    assert best.startswith(storage.join(remote, "sweep") + "/") and result.export == tmp_path / "best.pt"
+    assert result.cards[0].review is not None and not result.cards[0].note  # panels of the model at the URI
+    exported, twin = load_model(tmp_path / "best.pt"), load_model(local_twin(best, remote, roots))
+    assert exported.source == best and exported.epoch == twin.epoch and exported.config == twin.config
+    assert same_weights(exported.model, twin.model)
+
+    to_uri = export_checkpoint(best, storage.join(remote, "exports", "best.pt"))
+    assert to_uri == storage.join(remote, "exports", "best.pt")
+    for loaded in (load_model(to_uri), load_model(best), load_model(storage.join(best, STATE_FILE))):
+        assert loaded.source == best and loaded.code == twin.code and not loaded.model.training
+        assert same_weights(loaded.model, twin.model)
+
+
+def test_torn_checkpoints_at_a_uri_are_treated_as_local_ones(roots, remote, tmp_path):
+    """A copy cut short before state.pt is no checkpoint, nor one whose manifest says a file is short; one
+    without a manifest is listed (as checkpoints from before sealing are), at a URI exactly as locally."""
+    local = tmp_path / "torn"
+    shutil.copytree(roots["sweep"], local / "sweep")
+    complete = list_checkpoints(local / "sweep" / "run_b1" / "checkpoints")[-1]
+    for trial, missing in (("cut_before_state", STATE_FILE), ("cut_before_manifest", MANIFEST_FILE)):
+        torn = local / "sweep" / trial / "checkpoints" / complete.name
+        shutil.copytree(complete, torn)
+        (torn / missing).unlink()
+    short = local / "sweep" / "state_cut_short" / "checkpoints" / complete.name
+    shutil.copytree(complete, short)
+    with open(short / STATE_FILE, "r+b") as f:
+        f.truncate(100)
+    storage.copy_dir(local, storage.join(remote, "torn"))
+    with pytest.warns(UserWarning, match=r"left out .*state_cut_short.*state\.pt has 100 bytes"):
+        local_table = find_checkpoints([local])
+    with pytest.warns(UserWarning, match=r"left out .*state_cut_short"):
+        uri_table = find_checkpoints([storage.join(remote, "torn")])
+    assert "cut_before_state" not in set(uri_table["trial"]) and "cut_before_manifest" in set(uri_table["trial"])
+    assert "state_cut_short" not in set(uri_table["trial"]) | set(local_table["trial"])
+    pd.testing.assert_frame_equal(uri_table.drop(columns="checkpoint"), local_table.drop(columns="checkpoint"))
+
+
+def test_cli_review_of_a_uri_root_writes_a_local_folder_named_after_the_sweep(remote, tmp_path, monkeypatch,
+                                                                                capsys):
+    monkeypatch.chdir(tmp_path)
+    sweep, export = storage.join(remote, "sweep"), storage.join(remote, "cli", "best.pt")
+    assert main(["review", sweep, "--metric", "val/mse", "--top", "0", "--export", export]) == 0
+    printed = capsys.readouterr().out
+    assert f"{sweep} is remote storage: the review goes to the local folder ./review-sweep" in printed
+    assert "page:        review-sweep/review.html" in printed and (tmp_path / "review-sweep" / "review.html").is_file()
+    board = pd.read_csv(tmp_path / "review-sweep" / "leaderboard.csv")
+    assert board["checkpoint"].str.startswith(sweep + "/").all()
+    assert f"exported:    {export} " in printed and load_model(export).source == board["checkpoint"].iloc[0]
 
 
 # ----------------------------------------------------------------------------- the CLI

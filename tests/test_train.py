@@ -4,6 +4,7 @@ early stopping, and both models learning on synthetic faces through `celeb train
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -315,3 +316,40 @@ def test_each_task_reports_the_metrics_it_declares(data64, data16):
     assert set(CVAETask.final_metrics) <= set(cvae[-1]) and not set(CVAETask.final_metrics) & set(cvae[0])
     classifier = fit(tiny("classifier", epochs=1, max_train_batches=1), data16).history
     assert set(ClassifierTask.epoch_metrics + ClassifierTask.final_metrics) <= set(classifier[-1])
+
+
+def test_streaming_the_cache_trains_exactly_as_serving_it_from_ram(synthetic_data):
+    from celeb.data.dataset import load_data
+
+    data = load_data(synthetic_data)
+    histories = [fit(tiny("cvae", epochs=1, max_train_batches=3, **{"data.placement": placement}), data).history
+                 for placement in ("ram", "stream")]
+    for key in ("train/loss", "val/loss", "val/mse", "val/kl"):
+        assert histories[0][-1][key] == histories[1][-1][key]
+
+
+def test_inception_trains_from_a_299_px_cache_without_upscaling(synthetic_data, monkeypatch):
+    from celeb.cli import main
+    from celeb.data.dataset import load_data
+
+    celeba = synthetic_data.parent / "celeba"
+    assert main(["prepare", str(celeba), "--out", str(synthetic_data), "--size", "299", "--crop", "178",
+                 "--workers", "1"]) == 0
+    data = load_data(synthetic_data, image_size=299, crop=178)
+    assert data.images.shape[1:] == (299, 299, 3)
+
+    def no_upscaling(*args, **kwargs):
+        raise AssertionError("the 299-px images were resized")
+
+    monkeypatch.setattr(torch.nn.functional, "interpolate", no_upscaling)
+    config = tiny("classifier", epochs=1, batch_size=2, eval_batch_size=32, max_train_batches=1,
+                  **{"classifier.backbone": "inception_v3", "classifier.augment": "none",
+                     "data.image_size": 299, "data.crop": 178})
+    result = fit(config, data)
+    assert math.isfinite(result.metrics["val/loss"]) and "val/balanced_accuracy" in result.metrics
+
+
+def test_inception_on_small_images_warns_how_to_get_the_detail_back(data64):
+    config = tiny("classifier", **{"classifier.backbone": "inception_v3"})
+    with pytest.warns(UserWarning, match=r"upscaled to 299 px.*--size 299 --crop 178"):
+        ClassifierTask(config, data64, torch.device("cpu"))

@@ -6,8 +6,9 @@ memory-map the array (`open_cache`) instead of decoding JPEGs every epoch.
 
 Speed: PIL's `draft` makes libjpeg decode at 1/2, 1/4 or 1/8 scale (DCT scaling), the largest
 reduction that still leaves the crop at least `size` pixels wide; the crop and the antialiased
-resize then happen in one `resize(box=...)` call. Worker processes write straight into the
-memory-mapped output.
+resize then happen in one `resize(box=...)` call. Each worker decodes a run of consecutive rows and
+writes it into the output file with one positioned write; nothing maps the output, so a cache
+larger than RAM (all of CelebA at 299 px is 54 GB) is built with a few chunks in memory.
 
 Safety: the array is built as images.npy.partial beside a progress record (images.npy.progress.json,
 the finished row ranges and the bad files found so far, rewritten atomically). Only when every row
@@ -168,27 +169,37 @@ def _reason(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-# --- the work: chunks of rows, decoded in worker processes into the shared memmap
+# --- the work: chunks of rows, decoded in worker processes and written into the .partial file
 
 _worker: dict[str, Any] = {}
 
 
 def _init_worker(partial: Path, image_dir: Path, size: int, crop: int) -> None:
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG is a bad image, never a half-grey one
-    _worker.update(images=np.load(partial, mmap_mode="r+"), image_dir=image_dir, size=size, crop=crop)
+    header = np.load(partial, mmap_mode="r").offset
+    _worker.update(fd=os.open(partial, os.O_WRONLY), header=header, image_dir=image_dir, size=size, crop=crop)
 
 
 def _decode_chunk(job: tuple[int, list[str]]) -> tuple[int, int, list[Bad]]:
+    """Decode a run of consecutive rows and write them with one positioned write: no mapping of
+    the (possibly larger than RAM) cache, so a worker holds one chunk, however big the cache."""
     start, ids = job
-    images, image_dir, size, crop = (_worker[k] for k in ("images", "image_dir", "size", "crop"))
+    image_dir, size, crop = (_worker[k] for k in ("image_dir", "size", "crop"))
+    chunk = np.zeros((len(ids), size, size, 3), np.uint8)
     bad: list[Bad] = []
-    for row, image_id in enumerate(ids, start):
+    for i, image_id in enumerate(ids):
         try:
-            images[row] = decode_image(image_dir / image_id, size, crop)
+            chunk[i] = decode_image(image_dir / image_id, size, crop)
         except Exception as error:  # every failure is recorded and reported together at the end
-            images[row] = 0
-            bad.append((row, image_id, _reason(error)))
+            bad.append((start + i, image_id, _reason(error)))
+    _write_at(_worker["fd"], memoryview(chunk).cast("B"), _worker["header"] + start * chunk[0].nbytes)
     return start, start + len(ids), bad
+
+
+def _write_at(fd: int, data: memoryview, offset: int) -> None:
+    while len(data):
+        written = os.pwritev(fd, [data], offset)
+        data, offset = data[written:], offset + written
 
 
 def _run(jobs: list[tuple[int, list[str]]], partial: Path, image_dir: Path, size: int, crop: int,
@@ -206,6 +217,8 @@ def _process_state_kept() -> Iterator[None]:
         yield
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = saved[0]
+        if _worker.get("fd") not in (None, saved[1].get("fd")):
+            os.close(_worker["fd"])
         _worker.clear()
         _worker.update(saved[1])
 

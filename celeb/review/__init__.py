@@ -2,7 +2,8 @@
 
 A checkpoint is any folder holding both state.pt and meta.json (celeb/training/checkpoint.py), so a local
 run (runs/<run>/checkpoints/epoch_NNN/) and a Ray Tune sweep (<storage>/<sweep>/<trial>/
-checkpoint_00000K/) are read the same way; only meta.json is read to build the table.
+checkpoint_00000K/) are read the same way; only meta.json is read to build the table. A sweep is
+read where Tune stored it, a local folder or a URI (s3://, gs://), through celeb.storage.
 
 - discover.py, `find_checkpoints`: one row per checkpoint: trial, checkpoint, epoch, task, seed,
   the interesting and the varying config values (dotted keys) and every scalar metric.

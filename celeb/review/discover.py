@@ -1,21 +1,26 @@
 """Finding checkpoints: every folder holding both state.pt and meta.json, as one leaderboard row each.
 
 A local run (runs/<run>/checkpoints/epoch_NNN/) and a Ray Tune trial (<sweep>/<trial>/checkpoint_00000K/)
-are read the same way; only meta.json is read to build the table.
+are read the same way; only meta.json is read to build the table. A root may be a local folder or a
+URI (s3://, gs://, ...): everything is listed and read through celeb.storage, and a checkpoint of a
+URI root is named by its URI.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from celeb import storage
 from celeb.config import config_from_dict, flatten
 from celeb.models import config_beta
+from celeb.training import sealed
 from celeb.training.checkpoint import META_FILE, STATE_FILE
 
 ID_COLUMNS = ("rank", "trial", "epoch", "step", "task", "seed", "checkpoint")
@@ -33,12 +38,12 @@ def find_checkpoints(roots: Sequence[str | Path]) -> pd.DataFrame:
     lists joined by ", "), the effective KL weight `beta` of CVAE rows, and every scalar metric of
     meta.json (a metric named like a config key, i.e. the scheduled `lr`, becomes `train/lr`).
     """
-    found = [directory for given in roots for directory in checkpoints_under(given)]
-    names = trial_names([trial_dir(d) for d in found])
+    found = [directory for given in roots for directory in checkpoints_under(given) if not torn(directory)]
+    trials = [trial_dir(d) for d in found]
     rows, seen = [], set()
-    for directory, name in zip(found, names):
+    for directory, trial, name in zip(found, trials, trial_names(trials)):
         meta = read_meta(directory)
-        key = (str(trial_dir(directory).resolve()), meta.get("epoch"))
+        key = (storage.canonical(trial), meta.get("epoch"))
         if key in seen:  # a Tune trial may also hold fit()'s own copy of the same checkpoint
             continue
         seen.add(key)
@@ -46,13 +51,10 @@ def find_checkpoints(roots: Sequence[str | Path]) -> pd.DataFrame:
     return checkpoint_table(rows)
 
 
-def checkpoints_under(given: str | Path) -> list[Path]:
+def checkpoints_under(given: str | Path) -> list[str]:
     """The checkpoint folders under one root the user named, with a clear error when there are none."""
-    if "://" in str(given):
-        raise ValueError(f"{given}: remote storage is not read directly; copy the sweep first "
-                         f"(e.g. `aws s3 sync {given} ./sweep-copy`) and review the local folder")
-    root = Path(given)
-    if not root.exists():
+    root = storage.location(given)
+    if not storage.exists(root):
         raise FileNotFoundError(f"{root} not found; pass a run dir, a sweep dir or a folder holding them")
     dirs = checkpoint_dirs(root)
     if not dirs:
@@ -61,31 +63,50 @@ def checkpoints_under(given: str | Path) -> list[Path]:
     return dirs
 
 
-def checkpoint_dirs(root: Path) -> list[Path]:
-    """Folders under (or equal to) `root` that hold both state.pt and meta.json, sorted."""
-    return sorted(meta.parent for meta in root.rglob(META_FILE) if (meta.parent / STATE_FILE).is_file())
+def torn(directory: str) -> bool:
+    """Whether a checkpoint's manifest says it was cut short (a file missing or short); it is then left
+    out, with a warning. A folder with no manifest at all (written before checkpoints were sealed)
+    is kept: its state.pt is checked when its card loads it."""
+    if not storage.exists(storage.join(directory, sealed.MANIFEST_FILE)):
+        return False
+    try:
+        sealed.check(directory, hashes=False)
+    except sealed.IncompleteFolderError as error:
+        warnings.warn(f"left out {directory}: {error}", stacklevel=3)
+        return True
+    return False
 
 
-def trial_dir(checkpoint: Path) -> Path:
+def checkpoint_dirs(root: str | Path) -> list[str]:
+    """Folders under (or equal to) `root` that hold both state.pt and meta.json, in tree order."""
+    return storage.folders_with(root, (META_FILE, STATE_FILE))
+
+
+def trial_dir(checkpoint: str | Path) -> str:
     """The run or trial a checkpoint belongs to: runs/<run>/checkpoints/epoch_N -> runs/<run>;
     <sweep>/<trial>/checkpoint_N -> <sweep>/<trial>."""
-    parent = checkpoint.parent
-    return parent.parent if parent.name == "checkpoints" else parent
+    parent = storage.parent(checkpoint)
+    return storage.parent(parent) if storage.name(parent) == "checkpoints" else parent
 
 
-def trial_names(dirs: Sequence[Path]) -> list[str]:
+def trial_names(dirs: Sequence[str | Path]) -> list[str]:
     """Each trial dir's name, with its parent's name in front where two different dirs share one."""
-    owners: dict[str, set[Path]] = {}
-    for d in dirs:
-        owners.setdefault(d.name, set()).add(d.resolve())
-    return [d.name if len(owners[d.name]) == 1 else f"{d.parent.name}/{d.name}" for d in dirs]
+    names = [storage.name(d) for d in dirs]
+    owners: dict[str, set[str]] = {}
+    for d, name in zip(dirs, names):
+        owners.setdefault(name, set()).add(storage.canonical(d))
+    return [name if len(owners[name]) == 1 else f"{storage.name(storage.parent(d))}/{name}"
+            for d, name in zip(dirs, names)]
 
 
-def read_meta(directory: Path) -> dict[str, Any]:
+def read_meta(directory: str | Path) -> dict[str, Any]:
     """meta.json of a checkpoint folder, with a clear error when it is not the file save_checkpoint writes."""
-    path = directory / META_FILE
+    path = storage.join(directory, META_FILE)
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        text = storage.read_text(path)
+        if text is None:
+            raise FileNotFoundError(f"{path} not found: {directory} is not a checkpoint folder")
+        meta = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not valid JSON ({error}); the checkpoint is damaged: delete {directory} "
                          "or copy it again from the sweep's storage") from None
@@ -94,7 +115,7 @@ def read_meta(directory: Path) -> dict[str, Any]:
     return meta
 
 
-def checkpoint_row(trial: str, directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
+def checkpoint_row(trial: str, directory: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
     """One leaderboard row (config values under "config" until `checkpoint_table` picks the columns)."""
     config = flatten(meta["config"])
     task = config.get("task", "cvae")

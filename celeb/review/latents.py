@@ -152,7 +152,7 @@ def review_card(row: dict[str, Any], data_dir: str | Path | None, num_eval_image
     """A card for one leaderboard row; `cache` keeps loaded eval images per data source."""
     card = Card(row=row)
     try:
-        card.config = read_meta(Path(row["checkpoint"]))["config"]
+        card.config = read_meta(row["checkpoint"])["config"]
         if row["task"] != "cvae":
             return card
         loaded = load_model(row["checkpoint"])

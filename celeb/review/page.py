@@ -2,7 +2,8 @@
 
 review.html is one self-contained page (render.py and its templates): a sortable, filterable table
 of every checkpoint and a card per top trial with its latent traversal, condition sweeps,
-reconstructions, KL chart, labelled dims, metrics and config.
+reconstructions, KL chart, labelled dims, metrics and config. The roots, the output folder and the
+export may each be local or a URI (celeb.storage).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from celeb.atomic import write_text_atomic
+from celeb import storage
 from celeb.review.discover import find_checkpoints
 from celeb.review.export import export_checkpoint
 from celeb.review.latents import Card, EvalSet, review_card
@@ -29,9 +30,9 @@ class ReviewResult:
     """What `write_review` produced."""
 
     leaderboard: pd.DataFrame
-    csv: Path
-    html: Path
-    export: Path | None
+    csv: str | Path
+    html: str | Path
+    export: str | Path | None
     cards: list[Card]
     notes: list[str]
 
@@ -55,18 +56,17 @@ def write_review(roots: Sequence[str | Path], out_dir: str | Path, metric: str, 
         raise FileNotFoundError(f"--data-dir {data_dir} not found; pass the folder `celeb prepare` wrote")
     if top < 0:
         raise ValueError(f"top must be >= 0, got {top}")
-    out_dir = Path(out_dir)
     ranked = quietly_ranked(find_checkpoints(roots), metric, mode)
-    csv_path = out_dir / "leaderboard.csv"
-    write_text_atomic(csv_path, ranked.to_csv(index=False))
+    csv_path = storage.location(storage.join(out_dir, "leaderboard.csv"))
+    storage.write_text(csv_path, ranked.to_csv(index=False))
 
     cards = review_cards(best_per_trial(ranked, top), data_dir, num_eval_images, all_metrics, progress)
     notes = list(ranked.attrs["notes"]) + [f"{card.row['trial']}: {card.note}" for card in cards if card.note]
     export_path = export_checkpoint(ranked.iloc[0]["checkpoint"], export) if export is not None else None
-    html_path = out_dir / "review.html"
+    html_path = storage.location(storage.join(out_dir, "review.html"))
     page = render_page(ranked, cards, roots=[str(r) for r in roots], notes=notes, export=export_path,
                        lossless=lossless)
-    write_text_atomic(html_path, page)
+    storage.write_text(html_path, page)
     return ReviewResult(leaderboard=ranked, csv=csv_path, html=html_path, export=export_path, cards=cards, notes=notes)
 
 

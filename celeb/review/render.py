@@ -124,7 +124,7 @@ class Leaderboard:
 
 
 def render_page(ranked: pd.DataFrame, cards: Sequence[Card], roots: Sequence[str], notes: Sequence[str],
-                export: Path | None, lossless: bool = False) -> str:
+                export: str | Path | None, lossless: bool = False) -> str:
     """The review as one self-contained HTML page (inline CSS, JS and base64 images; no network)."""
     metric, mode = ranked.attrs["metric"], ranked.attrs["mode"]
     best = ranked.iloc[0]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -14,8 +15,8 @@ from celeb.data.dataset import CelebData
 from celeb.data.loader import BatchLoader
 from celeb.data.splits import positive_weight_array
 from celeb.evaluation.classification import attribute_metrics, majority_baseline
-from celeb.models import build_model, classifier_loss, parameter_groups
-from celeb.training.adapter import At, Evaluation, Visuals, split_indices
+from celeb.models import build_model, classifier_loss, input_size, parameter_groups
+from celeb.training.adapter import At, Evaluation, Visuals, image_size_of, split_indices
 
 
 class ClassifierTask:
@@ -29,6 +30,7 @@ class ClassifierTask:
         self.config, self.device = config, device
         self.augment = config.classifier.augment
         self.names = tuple(data.attribute_names)
+        warn_if_upscaled(config.classifier.backbone, image_size_of(data))
         train_idx, _ = split_indices(data, config.data.split)
         self.pos_weight = None
         if config.classifier.use_pos_weight:
@@ -66,3 +68,12 @@ class ClassifierTask:
 
     def visuals(self, model: nn.Module, evaluation: Evaluation, epoch: int, final: bool) -> Visuals:
         return Visuals()
+
+
+def warn_if_upscaled(backbone: str, image_size: int) -> None:
+    """Inception V3 upscales smaller images to its 299 px, which loses what it was trained to see."""
+    wanted = input_size(backbone)
+    if image_size < wanted and backbone == "inception_v3":
+        warnings.warn(f"{backbone} is trained on {image_size}-px images, upscaled to {wanted} px; for its full "
+                      f"detail prepare a {wanted}-px cache (`celeb prepare CELEBA_DIR --out DATA --size {wanted} "
+                      f"--crop 178`) and set data.image_size: {wanted}, data.crop: 178", stacklevel=3)

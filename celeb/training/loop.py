@@ -14,6 +14,7 @@ checkpoint of epoch k ends with the same weights, bit for bit on the CPU, as one
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import sys
 import tempfile
@@ -42,6 +43,7 @@ from celeb.training.tasks import make_task
 from celeb.training.tracking import NullTracker, Tracker
 
 EpochCallback = Callable[[dict[str, Any], Path], None]
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -153,11 +155,13 @@ def make_loaders(config: TrainConfig, data: CelebData, task: Task,
                  device: torch.device) -> tuple[BatchLoader, BatchLoader]:
     """The shuffled, augmented training loader and the val loader of the config's split."""
     train_idx, val_idx = split_indices(data, config.data.split)
+    where = {"device": device, "placement": config.data.placement,
+             "memory_budget": None if config.data.memory_gb is None else int(config.data.memory_gb * 1e9)}
     train = BatchLoader(data.images, data.labels, train_idx, config.batch_size, shuffle=True, seed=config.seed,
-                        drop_last=len(train_idx) >= config.batch_size, device=device,
-                        on_device=config.data.on_device, augment=make_augment(task.augment))
+                        drop_last=len(train_idx) >= config.batch_size, augment=make_augment(task.augment), **where)
     val = BatchLoader(data.images, data.labels, val_idx, config.eval_batch_size, shuffle=False, seed=config.seed,
-                      device=device, on_device=config.data.on_device)
+                      **where)
+    log.info("data: train %s, val %s", train.placement, val.placement)
     return train, val
 
 
@@ -270,7 +274,7 @@ def check_resumable(saved: dict[str, Any], current: dict[str, Any], state: Path)
     if saved["task"] != current["task"]:
         raise ValueError(f"{state} is a {saved['task']} checkpoint but the config's task is {current['task']}")
     steering = {"epochs", "device", "early_stopping_patience", "eval_every", "compile", "data.data_dir",
-                "data.on_device"}
+                "data.on_device", "data.placement", "data.memory_gb"}
     saved, current = flatten(saved), flatten(current)
     changed = sorted(k for k in current if k not in steering and saved.get(k) != current.get(k))
     if changed:
