@@ -418,9 +418,15 @@ def test_resume_after_the_driver_is_killed_costs_at_most_the_epoch_in_progress(t
     spec = toy_spec(tmp_path, "resume", num_trials=5, max_concurrent=2, fixed={"epochs": 3, "device": "cpu"},
                     asha={"max_t": 3, "grace_period": 1, "reduction_factor": 2})
     exp = experiment(spec)
-    # kill once a trial has finished and another is part-way
-    kill_driver_mid_sweep(tmp_path, spec, lambda snapshot: "TERMINATED" in snapshot.values()
-                          and "RUNNING" in snapshot.values() and len(snapshot) < 5)
+    # kill once a trial has finished and another is part-way: running, with its first of 3 epochs in its
+    # folder (so it is still running when the kill lands, a poll or two later)
+    def part_way(snapshot: dict[str, str]) -> bool:
+        if "TERMINATED" not in snapshot.values() or len(snapshot) >= 5:
+            return False
+        rows = folder_rows(exp)
+        return any(status == "RUNNING" and len(rows.get(trial, [])) == 1 for trial, status in snapshot.items())
+
+    kill_driver_mid_sweep(tmp_path, spec, part_way)
     snapshot = experiment_state(exp)  # what Tune resumes from: its last experiment snapshot
     on_disk = newest_checkpoint_epochs(exp)  # what the trials had stored, which may be newer
     before = folder_rows(exp)

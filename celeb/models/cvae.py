@@ -113,10 +113,12 @@ class ConditionalVAE(nn.Module):
         h = h.view(-1, self.flat_dim // _BASE_RESOLUTION**2, _BASE_RESOLUTION, _BASE_RESOLUTION)
         return self.decoder(h)
 
-    def forward(self, x: Tensor, cond: Tensor | None = None, generator: torch.Generator | None = None) -> VAEOutput:
-        """Encode, draw z = mu + sigma * eps (eps from `generator` if given), decode."""
+    def forward(self, x: Tensor, cond: Tensor | None = None, generator: torch.Generator | None = None,
+                eps: Tensor | None = None) -> VAEOutput:
+        """Encode, draw z = mu + sigma * eps (eps from `generator` if given, or `eps` itself), decode."""
         mu, logvar = self.encode(x, cond)
-        eps = _standard_normal(mu.shape, mu, generator)
+        if eps is None:
+            eps = _standard_normal(mu.shape, mu, generator)
         z = mu + torch.exp(0.5 * logvar) * eps
         return VAEOutput(self.decode(z, cond), mu, logvar, z)
 
