@@ -29,7 +29,6 @@ images without holding the cache in RAM; review of 100 trials <= 5 min.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
