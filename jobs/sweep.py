@@ -268,6 +268,7 @@ def spec_record(spec: SweepSpec) -> dict[str, Any]:
     record = dataclasses.asdict(spec)
     record.pop("source")
     record["num_to_keep"] = record.pop("checkpoint")["num_to_keep"]  # the file's shape before the section
+    record["resources"].pop("gpu_memory_gb")  # only a check before the start; it may be added on --resume
     record.pop("wandb")  # where results are tracked may change on --resume
     return json.loads(json.dumps(record))
 

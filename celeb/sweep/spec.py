@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from celeb.config import TrainConfig, config_from_dict, validate_keys
+from celeb.models.memory import MemoryEstimate, estimate_training_memory
 from celeb.records import WANDB_MODES
 from celeb.seeds import trial_seeds
 from celeb.training.tasks import TASKS
@@ -78,6 +79,7 @@ class Param:
 class Resources:
     cpu: float = field(default=1.0, metadata=above(0))  # 0 CPUs is never throttled: trials would pile up
     gpu: float = field(default=0.0, metadata=at_least(0))  # fractional GPUs (0.25) pack trials; memory is shared
+    gpu_memory_gb: float | None = field(default=None, metadata=above(0))  # per GPU: packed trials must fit in it
 
     def __post_init__(self) -> None:
         if self.gpu > 1 and self.gpu != int(self.gpu):
@@ -281,7 +283,37 @@ def check_spec(spec: SweepSpec) -> SweepSpec:
         raise ConfigError(f"optuna.points_to_evaluate has {len(points)} points but num_trials is "
                           f"{spec.num_trials}; raise num_trials or drop points", "optuna")
     spec = dataclasses.replace(spec, optuna=dataclasses.replace(spec.optuna, points_to_evaluate=points))
+    _check_packing(spec)
     return dataclasses.replace(spec, asha=_checked_asha(spec))
+
+
+def trials_per_gpu(spec: SweepSpec) -> int:
+    """How many trials Ray packs on one GPU (1 unless resources.gpu is a fraction)."""
+    return math.floor(1 / spec.resources.gpu + 1e-9) if 0 < spec.resources.gpu < 1 else 1
+
+
+def largest_trial_memory(spec: SweepSpec) -> MemoryEstimate:
+    """The GPU memory estimate of the hungriest trial the space allows: each searched key at the
+    corner that needs the most, all at once (memory grows with width, batch and image size)."""
+    base = base_trial_config(spec)
+    worst: dict[str, Any] = {}
+    for param in spec.search:
+        worst[param.name] = max(param.corners(), key=lambda v: estimate_training_memory(
+            config_from_dict({**base, param.name: v})).total)
+    return estimate_training_memory(config_from_dict({**base, **worst}))
+
+
+def _check_packing(spec: SweepSpec) -> None:
+    """Refuse packed trials that would not fit the GPU's memory together (when it is given)."""
+    if spec.resources.gpu_memory_gb is None or trials_per_gpu(spec) == 1:
+        return
+    per_trial, packed = largest_trial_memory(spec), trials_per_gpu(spec)
+    need, have = packed * per_trial.total, spec.resources.gpu_memory_gb * 1e9
+    if need > have:
+        raise ConfigError(f"resources.gpu {spec.resources.gpu:g} packs {packed} trials per GPU, which would need "
+                          f"{need / 1e9:.1f} GB of its {spec.resources.gpu_memory_gb:g} GB: the largest trial of the "
+                          f"space takes {per_trial.describe()}; give each trial more of a GPU, or a smaller "
+                          "batch_size or width", "resources")
 
 
 def _check_metric(spec: SweepSpec) -> None:
@@ -424,11 +456,16 @@ def describe(spec: SweepSpec) -> str:
             f"reduction {spec.asha.reduction_factor}, {spec.asha.promotion} promotion)" if spec.asha
             else "no early stopping")
     seeds = trial_seeds(spec.seeds.sweep_seed, spec.seeds.repeats)
+    packing = []
+    if trials_per_gpu(spec) > 1:
+        packed = f"{trials_per_gpu(spec)} trials per GPU, the largest ~{largest_trial_memory(spec).total / 1e9:.1f} GB each"
+        packing = [f"  packing: {packed}" + ("" if spec.resources.gpu_memory_gb else
+                                                "; set resources.gpu_memory_gb to have it checked")]
     lines = [f"sweep '{spec.name}' ({spec.task}) from {spec.source}: {spec.num_trials} configs x "
              f"{spec.seeds.repeats} seed(s) = {spec.total_trials} trials, {spec.max_concurrent} at a time, "
              f"each {spec.resources.cpu:g} CPU + {spec.resources.gpu:g} GPU",
              f"  search: {spec.searcher} (seed {spec.search_seed}); {asha}; {spec.mode} {spec.metric}",
              f"  training seeds: {seeds} (sweep_seed {spec.seeds.sweep_seed})",
-             *(f"  {p.describe()}" for p in spec.search),
+             *(f"  {p.describe()}" for p in spec.search), *packing,
              f"  results: {spec.experiment_path}"]
     return "\n".join(lines)
