@@ -67,11 +67,11 @@ def torn(directory: str) -> bool:
     """Whether a checkpoint's manifest says it was cut short (a file missing or short); it is then left
     out, with a warning. A folder with no manifest at all (written before checkpoints were sealed)
     is kept: its state.pt is checked when its card loads it."""
-    if not storage.exists(storage.join(directory, sealed.MANIFEST_FILE)):
-        return False
     try:
         sealed.check(directory, hashes=False)
     except sealed.IncompleteFolderError as error:
+        if not storage.exists(storage.join(directory, sealed.MANIFEST_FILE)):
+            return False  # no manifest: written before checkpoints were sealed
         warnings.warn(f"left out {directory}: {error}", stacklevel=3)
         return True
     return False

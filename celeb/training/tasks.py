@@ -1,4 +1,4 @@
-"""The task adapters by name: what `TrainConfig.task` selects, and the metrics each one reports."""
+"""The task adapters by name: what `TrainConfig.task` selects (each declares the metrics it reports)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,3 @@ TASKS: dict[str, type[Task]] = {"cvae": CVAETask, "classifier": ClassifierTask}
 def make_task(config: TrainConfig, data: CelebData, device: torch.device) -> Task:
     return TASKS[config.task](config, data, device)
 
-
-def reported_metrics(task: str, final: bool = True) -> tuple[str, ...]:
-    """The metrics a `task` trial reports every epoch (+ after its last epoch, with `final`)."""
-    cls = TASKS[task]
-    return cls.epoch_metrics + (cls.final_metrics if final else ())
