@@ -86,7 +86,8 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
     amp: Literal["auto", "bf16", "fp16", "none"] = "auto"  # auto: bf16 autocast on cuda, none on cpu
     channels_last: bool | Literal["auto"] = "auto"  # auto: on cuda
-    compile: bool = False  # torch.compile the model
+    # torch.compile the model; auto: on cuda (as CUDA graphs, mode reduce-overhead), off on the CPU
+    compile: bool | Literal["auto"] = "auto"
     max_train_batches: int | None = None  # cap batches per epoch (tests, benchmarks)
     eval_every: int = 1  # evaluate on val every N epochs (and after the last)
     num_recon: int = 16  # CVAE: val images shown with their reconstructions

@@ -176,7 +176,7 @@ def make_searcher(spec: SweepSpec) -> tuple[Searcher | BasicVariantGenerator, in
         return searcher, spec.total_trials, {}
     # Random search: reproducible at any concurrency; each sample is expanded over the seeds.
     generator = BasicVariantGenerator(points_to_evaluate=points or None, random_state=spec.search_seed,
-                                      constant_grid_search=True)
+                                      constant_grid_search=True, max_concurrent=spec.max_concurrent)
     seed = tune.grid_search(seeds) if len(seeds) > 1 else seeds[0]
     return generator, spec.num_trials, {"seed": seed}
 

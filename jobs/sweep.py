@@ -10,7 +10,9 @@ stops poor ones at its rungs (metric and mode are set
 once, in TuneConfig; with `asha.promotion: quota`, the default, its bracket is `QuotaBracket`,
 which bounds how many trials each rung promotes), each trial gets `resources`, a failing trial is
 retried from its newest complete checkpoint up to `max_failures` times, and the best `num_to_keep`
-checkpoints per trial are kept. The driver writes every trial's W&B run from the trial's folder
+checkpoints per trial are kept. With `resources.fuse` > 1 the trials of each GPU train as one
+fused model (jobs.fused); the driver tells the groups which trials Tune ended and ends the groups
+with the sweep. The driver writes every trial's W&B run from the trial's folder
 (jobs.records). At the end the trials are ranked from their folders (celeb.sweep.ranking.rank_trials),
 printed and written to <experiment>/ranking.csv, with a line on the W&B records.
 
@@ -62,7 +64,8 @@ from jobs import internals
 from jobs.records import REPORT_FILE, WandbRecords, read_report
 from jobs.resume import fill_pruned_checkpoints, remove_placeholders, write_orphans
 from jobs.search import TIME_ATTR, SchedulerState, make_scheduler, make_searcher, search_space
-from jobs.trial import train_trial
+from jobs.fused import TRIAL_CPU, FusedMembers, end_groups
+from jobs.trial import train_fused_trial, train_trial
 
 SPEC_FILE = "sweep_spec.json"
 RANKING_FILE = "ranking.csv"
@@ -77,14 +80,39 @@ def trial_folder(trial: Any) -> str:
 
 
 def make_trainable(spec: SweepSpec, trainable: Callable | None = None):
-    """The trial function (config, experiment_path) with the spec's experiment folder and resources."""
+    """The trial function (config, experiment_path) with the spec's experiment folder and resources.
+
+    With resources.fuse > 1 it is jobs.trial.train_fused_trial, whose process only relays epochs
+    (TRIAL_CPU): the spec's cpu and gpu go to each fused group (jobs.fused) instead."""
+    r = spec.resources
+    if r.fuse > 1 and trainable is None:
+        fused = tune.with_parameters(train_fused_trial, experiment_path=spec.experiment_path, sweep=spec.name,
+                                     fuse=r.fuse, wait_s=r.fuse_wait_s, group_cpu=r.cpu, group_gpu=r.gpu)
+        return tune.with_resources(fused, {"cpu": TRIAL_CPU, "gpu": 0})
     trainable = tune.with_parameters(trainable or train_trial, experiment_path=spec.experiment_path)
-    return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    return tune.with_resources(trainable, {"cpu": r.cpu, "gpu": r.gpu})
+
+
+def check_fused_capacity(spec: SweepSpec) -> None:
+    """Fused groups are started by trials as they need them, one per GPU (or per `resources.cpu`
+    CPUs without GPUs); a sweep that runs more trials at once than its groups can hold would leave
+    the extra trials waiting on a group that can never start, so it is refused."""
+    r = spec.resources
+    if r.fuse == 1:
+        return
+    available = ray.cluster_resources()
+    groups = int(available.get("GPU", 0) // r.gpu) if r.gpu else int(available.get("CPU", 0) // (r.cpu + TRIAL_CPU))
+    if spec.max_concurrent > r.fuse * groups:
+        raise SweepSpecError(f"{spec.source}: max_concurrent {spec.max_concurrent} is more than the "
+                             f"{groups} fused group(s) this cluster can hold take ({r.fuse} trials each, "
+                             f"{r.gpu:g} GPU and {r.cpu:g} CPU per group); lower max_concurrent to "
+                             f"{max(1, r.fuse * groups)} or add GPUs")
 
 
 def make_callbacks(spec: SweepSpec, scheduler: ASHAScheduler | None) -> list[tune.Callback]:
-    """The driver's callbacks: W&B records written from the trial folders, and ASHA's saved rungs."""
-    callbacks: list[tune.Callback] = []
+    """The driver's callbacks: W&B records written from the trial folders, ASHA's saved rungs, and
+    (fused trials) telling the groups which trials Tune has ended."""
+    callbacks: list[tune.Callback] = [FusedMembers(spec.name)] if spec.resources.fuse > 1 else []
     if spec.wandb.mode != "disabled":
         callbacks.append(WandbRecords(spec.wandb, spec.experiment_path, spec.name, spec.metric, spec.mode))
     if scheduler is not None:
@@ -156,6 +184,7 @@ def run_sweep(spec_path: str | Path, resume: bool = False, address: str | None =
     print(describe(spec), flush=True)
     started_ray = init_ray(address)
     try:
+        check_fused_capacity(spec)
         if resume:
             tuner = restore_tuner(spec, trainable)
         else:
@@ -168,6 +197,8 @@ def run_sweep(spec_path: str | Path, resume: bool = False, address: str | None =
         results = tuner.fit()
         remove_placeholders(spec.experiment_path)
     finally:
+        if spec.resources.fuse > 1:
+            end_groups(spec.name)
         if started_ray:
             ray.shutdown()
     records = read_report(spec.experiment_path)

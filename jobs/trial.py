@@ -10,6 +10,9 @@ The trial never talks to W&B: the driver writes each trial's W&B run from its fo
 (jobs.records), so Tune may end this process at any moment without losing a record. A NaN loss
 (NonFiniteLossError) fails the trial like any error. A (re)started trial continues from its newest
 complete checkpoint (jobs.resume), so `fit` goes on exactly where it stopped.
+
+With `resources.fuse` > 1, `train_fused_trial` runs instead: the trial's epochs are trained by a
+fused group on its node's GPU (jobs.fused), which writes the same folder and checkpoints.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from celeb.sweep.spec import train_config_from_trial, trial_dirname
 from celeb.training.loop import fit
 from celeb.training.runfolder import scalar_values
 from celeb.training.tracking import LocalTracker
+from jobs.fused import report_epochs
 from jobs.resume import resume_checkpoint
 
 
@@ -39,12 +43,29 @@ def train_trial(config: dict[str, Any], experiment_path: str) -> None:
     train_config = train_config_from_trial(config)
     d = train_config.data
     data = load_data(Path(d.data_dir), split=d.split, image_size=d.image_size, crop=d.crop)
-
-    folder = storage.join(experiment_path, trial_dirname(tune.get_context().get_trial_id()))
-    run_dir = Path.cwd() if storage.is_uri(folder) else Path(folder)
+    folder, run_dir = trial_folders(experiment_path)
 
     def report(metrics: dict[str, Any], checkpoint_dir: Path) -> None:
         tune.report(scalar_values(metrics), checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
     with resume_checkpoint(folder, run_dir, config) as state:
         fit(train_config, data, tracker=LocalTracker(run_dir), on_epoch_end=report, state=state)
+
+
+def train_fused_trial(config: dict[str, Any], experiment_path: str, sweep: str, fuse: int, wait_s: float,
+                      group_cpu: float, group_gpu: float) -> None:
+    """Train one sampled config as a member of a fused group (jobs.fused) of up to `fuse` trials on
+    this node's GPU: the group trains it; this function reports its epochs, as `train_trial` does."""
+    logs.show()
+    train_config_from_trial(config)  # a bad config fails here, in the trial, not in the group
+    folder, run_dir = trial_folders(experiment_path)
+    with resume_checkpoint(folder, run_dir, config) as state:
+        report_epochs(sweep, tune.get_context().get_trial_id(), config, run_dir, state, fuse, wait_s,
+                      group_cpu, group_gpu)
+
+
+def trial_folders(experiment_path: str) -> tuple[str, Path]:
+    """The trial's folder in the sweep's storage, and the local folder it writes (the same folder
+    on local storage; the working dir, which Tune syncs there, on an object store)."""
+    folder = storage.join(experiment_path, trial_dirname(tune.get_context().get_trial_id()))
+    return folder, Path.cwd() if storage.is_uri(folder) else Path(folder)

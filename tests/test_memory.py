@@ -63,4 +63,38 @@ def test_packed_trials_that_would_not_fit_their_gpu_are_refused_with_the_estimat
                                              r"need [\d.]+ GB of its 4 GB: the largest trial .* activations"):
         load_spec(path)
     path.write_text(SPEC.format(memory=400))
-    assert "packing: 4 trials per GPU, the largest ~" in describe(load_spec(path))
+    assert "packing: 4 trials per GPU as processes, the largest ~" in describe(load_spec(path))
+
+
+FUSED = """\
+name: fused
+task: cvae
+data_dir: data
+metric: val/mse
+mode: min
+num_trials: 4
+resources: {{cpu: 2, gpu: {gpu}, fuse: 8, gpu_memory_gb: {memory}}}
+fixed: {{epochs: 2, batch_size: 256}}
+search:
+  {searched}: {{type: {kind}, low: {low}, high: {high}}}
+"""
+
+
+def fused_spec(tmp_path, gpu=1, memory=400, searched="cvae.beta", kind="loguniform", low=0.1, high=10):
+    path = tmp_path / "fused.yaml"
+    path.write_text(FUSED.format(gpu=gpu, memory=memory, searched=searched, kind=kind, low=low, high=high))
+    return path
+
+
+def test_fused_trials_share_one_cuda_context_and_must_fit_together(tmp_path):
+    with pytest.raises(SweepSpecError, match=r"resources\.fuse 8 fuses 8 trials per GPU, which would need "):
+        load_spec(fused_spec(tmp_path, memory=2))
+    spec = load_spec(fused_spec(tmp_path))
+    assert "packing: 8 trials per GPU fused as one model" in describe(spec)
+
+
+def test_fusion_refuses_a_searched_architecture_and_fractional_gpus(tmp_path):
+    with pytest.raises(SweepSpecError, match=r"'cvae\.width' cannot be searched with resources\.fuse > 1"):
+        load_spec(fused_spec(tmp_path, searched="cvae.width", kind="int", low=8, high=32))
+    with pytest.raises(SweepSpecError, match=r"a fused group takes whole GPUs"):
+        load_spec(fused_spec(tmp_path, gpu=0.5))

@@ -617,6 +617,42 @@ def test_smoke_spec_trains_real_trials_and_resumes_nothing_twice(tmp_path, local
     assert results_of(exp) == rows
 
 
+@pytest.mark.slow
+def test_fused_trials_train_as_they_do_alone_and_leave_their_group_when_asha_stops_them(
+        tmp_path, local_ray, synthetic_data):
+    """Up to 3 trials at a time as one fused model (on the CPU here): each reports the losses it
+    gets alone, ASHA stops some (they leave at once: the driver tells the group, long before
+    fuse_wait_s), a fourth joins a running group, and the group ends with the sweep."""
+    from celeb.data.dataset import load_data
+    from celeb.training.loop import fit
+    from celeb.training.tracking import read_metrics
+    from celeb.sweep.spec import train_config_from_trial
+
+    fixed = {**yaml.safe_load((REPO / "sweeps" / "smoke.yaml").read_text())["fixed"], "epochs": 3,
+             "max_train_batches": 2, "batch_size": 16, "cvae": {"latent_dim": 4, "width": 4}}
+    overrides = {"data_dir": str(synthetic_data), "storage_path": str(tmp_path / "runs"), "name": "fused",
+                 "num_trials": 4, "max_concurrent": 3, "searcher": "random", "fixed": fixed,
+                 "resources": {"cpu": 1, "gpu": 0, "fuse": 3, "fuse_wait_s": 300},
+                 "asha": {"max_t": 3, "grace_period": 1, "reduction_factor": 2}, "wandb": {"mode": "disabled"}}
+    started = time.monotonic()
+    table = run_sweep(REPO / "sweeps" / "smoke.yaml", overrides=overrides)
+    assert time.monotonic() - started < 250  # no stopped trial was waited for until fuse_wait_s
+    assert len(table) == 4 and table["best"].notna().all()
+    data = load_data(synthetic_data)
+    epochs_run = []
+    for trial_dir in sorted((tmp_path / "runs" / "fused").glob("trial_*")):
+        history = read_metrics(trial_dir)
+        config = train_config_from_trial(json.loads((trial_dir / "params.json").read_text()))
+        alone = fit(config, data).history
+        epochs_run.append(len(history))
+        assert [row["epoch"] for row in history] == list(range(1, len(history) + 1))
+        for mine, theirs in zip(history, alone):
+            for key in ("train/loss", "val/loss", "val/kl"):
+                assert mine[key] == pytest.approx(theirs[key], rel=1e-5, abs=1e-5), (trial_dir.name, key)
+    assert min(epochs_run) < 3 and max(epochs_run) == 3  # ASHA stopped some, others ran in full
+    assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a.get("namespace") == "celeb-fused"]
+
+
 # ----------------------------------------------------------------------------- a lost node
 
 

@@ -131,9 +131,13 @@ class BatchAugment:
 
 
 def _to(array: np.ndarray, device: torch.device) -> Tensor:
-    """A numpy array as a tensor on `device` (float arrays as float32)."""
+    """A numpy array as a tensor on `device` (float arrays as float32). To a GPU it goes from pinned
+    memory without blocking: a copy from pageable memory may wait for the GPU's queued work."""
     tensor = torch.from_numpy(array)
-    return tensor.to(device, torch.float32 if tensor.is_floating_point() else tensor.dtype)
+    tensor = tensor.to(torch.float32 if tensor.is_floating_point() else tensor.dtype)
+    if device.type == "cpu":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def _hue_rotation(angle: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ iterating twice without it repeats the same epoch.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections import deque
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from celeb.data.augment import Augment
+from celeb.data.augment import Augment, make_augment
 from celeb.seeds import augment_seed, order_seed
 
 OUTPUTS = ("float", "uint8")
@@ -172,6 +173,16 @@ class BatchLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def sharing(self, seed: int, augment_name: str | None = None) -> BatchLoader:
+        """A loader over the same rows and the same copy of the images (no new copy on the device),
+        with its own `seed` and, when `augment_name` is given, its own augmentation."""
+        other = copy.copy(self)
+        other.seed, other.epoch = seed, 0
+        if augment_name is not None:
+            other.augment = make_augment(augment_name)
+            other.augment_uint8 = getattr(other.augment, "takes_uint8", False)
+        return other
 
     def order(self, epoch: int) -> Tensor:
         """Positions (into `indices`) in the order epoch `epoch` serves them."""

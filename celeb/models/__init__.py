@@ -18,6 +18,7 @@ from celeb.models.cvae import (
     effective_beta,
     kl_weight_schedule,
     normalized_beta_to_beta,
+    standard_normal,
     vae_loss,
 )
 
@@ -38,5 +39,6 @@ __all__ = [
     "kl_weight_schedule",
     "normalized_beta_to_beta",
     "parameter_groups",
+    "standard_normal",
     "vae_loss",
 ]

@@ -117,8 +117,7 @@ class ConditionalVAE(nn.Module):
                 eps: Tensor | None = None) -> VAEOutput:
         """Encode, draw z = mu + sigma * eps (eps from `generator` if given, or `eps` itself), decode."""
         mu, logvar = self.encode(x, cond)
-        if eps is None:
-            eps = _standard_normal(mu.shape, mu, generator)
+        eps = standard_normal(mu.shape, mu, generator) if eps is None else eps.to(mu.dtype)
         z = mu + torch.exp(0.5 * logvar) * eps
         return VAEOutput(self.decode(z, cond), mu, logvar, z)
 
@@ -136,7 +135,7 @@ class ConditionalVAE(nn.Module):
         param = next(self.parameters())
         if cond is not None and cond.ndim == 1:
             cond = cond.unsqueeze(0).expand(n, -1)
-        z = _standard_normal((n, self.latent_dim), param, generator)
+        z = standard_normal((n, self.latent_dim), param, generator)
         return torch.sigmoid(self.decode(z, cond))
 
     @torch.no_grad()
@@ -164,7 +163,7 @@ class ConditionalVAE(nn.Module):
         return torch.cat([h, cond.to(h.dtype)], dim=1)
 
 
-def _standard_normal(shape: tuple[int, ...] | torch.Size, like: Tensor, generator: torch.Generator | None) -> Tensor:
+def standard_normal(shape: tuple[int, ...] | torch.Size, like: Tensor, generator: torch.Generator | None) -> Tensor:
     """N(0, I) noise with `like`'s device and dtype; drawn on the generator's device so a CPU
     generator gives the same numbers whatever device the model is on."""
     device = generator.device if generator is not None else like.device

@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from celeb.config import TrainConfig, config_from_dict, validate_keys
-from celeb.models.memory import MemoryEstimate, estimate_training_memory
+from celeb.models.memory import CONTEXT_BYTES, MemoryEstimate, estimate_training_memory
 from celeb.records import WANDB_MODES
 from celeb.seeds import trial_seeds
+from celeb.training.fused import ARCHITECTURE_KEYS, check_fusable
 from celeb.training.tasks import TASKS
 from celeb.typed import ConfigError, Source, above, at_least, build, flatten, read_yaml_mapping
 
@@ -80,6 +81,10 @@ class Resources:
     cpu: float = field(default=1.0, metadata=above(0))  # 0 CPUs is never throttled: trials would pile up
     gpu: float = field(default=0.0, metadata=at_least(0))  # fractional GPUs (0.25) pack trials; memory is shared
     gpu_memory_gb: float | None = field(default=None, metadata=above(0))  # per GPU: packed trials must fit in it
+    # > 1: up to this many trials of one architecture train as one fused model per GPU (cvae only);
+    # cpu and gpu are then each fused group's, and a group drops a member silent for fuse_wait_s
+    fuse: int = field(default=1, metadata=at_least(1))
+    fuse_wait_s: float = field(default=60.0, metadata=above(0))
 
     def __post_init__(self) -> None:
         if self.gpu > 1 and self.gpu != int(self.gpu):
@@ -283,13 +288,35 @@ def check_spec(spec: SweepSpec) -> SweepSpec:
         raise ConfigError(f"optuna.points_to_evaluate has {len(points)} points but num_trials is "
                           f"{spec.num_trials}; raise num_trials or drop points", "optuna")
     spec = dataclasses.replace(spec, optuna=dataclasses.replace(spec.optuna, points_to_evaluate=points))
+    _check_fusion(spec)
     _check_packing(spec)
     return dataclasses.replace(spec, asha=_checked_asha(spec))
 
 
 def trials_per_gpu(spec: SweepSpec) -> int:
-    """How many trials Ray packs on one GPU (1 unless resources.gpu is a fraction)."""
+    """How many trials share one GPU: a fused group's, or those Ray packs when resources.gpu is a fraction."""
+    if spec.resources.fuse > 1:
+        return spec.resources.fuse
     return math.floor(1 / spec.resources.gpu + 1e-9) if 0 < spec.resources.gpu < 1 else 1
+
+
+def _check_fusion(spec: SweepSpec) -> None:
+    """Fused trials must share their architecture (celeb.training.fused.ARCHITECTURE_KEYS)."""
+    if spec.resources.fuse == 1:
+        return
+    if spec.task != "cvae":
+        raise ConfigError(f"resources.fuse trains CVAEs only; a {spec.task} sweep needs fuse: 1", "resources")
+    searched = sorted({p.name for p in spec.search} & set(ARCHITECTURE_KEYS))
+    if searched:
+        raise ConfigError(f"'{searched[0]}' cannot be searched with resources.fuse > 1: fused trials share "
+                          f"{', '.join(ARCHITECTURE_KEYS)}; fix it, or set fuse: 1", "search")
+    if spec.resources.gpu != int(spec.resources.gpu):
+        raise ConfigError("a fused group takes whole GPUs (resources.gpu 0 or 1); fusing is packing "
+                          "without the processes", "resources")
+    try:
+        check_fusable([config_from_dict(base_trial_config(spec) | {"seed": 0})])
+    except ValueError as error:
+        raise ConfigError(f"resources.fuse: {error}", "fixed") from None
 
 
 def largest_trial_memory(spec: SweepSpec) -> MemoryEstimate:
@@ -309,8 +336,11 @@ def _check_packing(spec: SweepSpec) -> None:
         return
     per_trial, packed = largest_trial_memory(spec), trials_per_gpu(spec)
     need, have = packed * per_trial.total, spec.resources.gpu_memory_gb * 1e9
+    if spec.resources.fuse > 1:  # one process: one CUDA context for the group
+        need -= (packed - 1) * CONTEXT_BYTES
     if need > have:
-        raise ConfigError(f"resources.gpu {spec.resources.gpu:g} packs {packed} trials per GPU, which would need "
+        how = f"resources.fuse {packed} fuses" if spec.resources.fuse > 1 else f"resources.gpu {spec.resources.gpu:g} packs"
+        raise ConfigError(f"{how} {packed} trials per GPU, which would need "
                           f"{need / 1e9:.1f} GB of its {spec.resources.gpu_memory_gb:g} GB: the largest trial of the "
                           f"space takes {per_trial.describe()}; give each trial more of a GPU, or a smaller "
                           "batch_size or width", "resources")
@@ -458,7 +488,9 @@ def describe(spec: SweepSpec) -> str:
     seeds = trial_seeds(spec.seeds.sweep_seed, spec.seeds.repeats)
     packing = []
     if trials_per_gpu(spec) > 1:
-        packed = f"{trials_per_gpu(spec)} trials per GPU, the largest ~{largest_trial_memory(spec).total / 1e9:.1f} GB each"
+        how = "fused as one model" if spec.resources.fuse > 1 else "as processes"
+        packed = (f"{trials_per_gpu(spec)} trials per GPU {how}, the largest "
+                  f"~{largest_trial_memory(spec).total / 1e9:.1f} GB each")
         packing = [f"  packing: {packed}" + ("" if spec.resources.gpu_memory_gb else
                                                 "; set resources.gpu_memory_gb to have it checked")]
     lines = [f"sweep '{spec.name}' ({spec.task}) from {spec.source}: {spec.num_trials} configs x "

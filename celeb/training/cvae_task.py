@@ -19,7 +19,7 @@ from celeb.data.dataset import CelebData
 from celeb.data.loader import BatchLoader
 from celeb.evaluation.latents import fixed_metrics, score_latents
 from celeb.evaluation.traversal import ACTIVE_DIM_NATS, latent_panels, reconstruction_panel
-from celeb.models import build_model, capacity_schedule, config_beta, kl_weight_schedule, vae_loss
+from celeb.models import build_model, capacity_schedule, config_beta, kl_weight_schedule, standard_normal, vae_loss
 from celeb.seeds import noise_seed
 from celeb.training.adapter import (At, Evaluation, Visuals, image_size_of, images_to_tensor, mean_image,
                                     split_indices)
@@ -81,8 +81,13 @@ class CVAETask:
             return 0.0
         return capacity_schedule(at.global_step, c.capacity, c.capacity_epochs * at.steps_per_epoch)
 
+    def noise(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """The batch's reparameterisation noise, drawn outside the model (a compiled model, or a
+        CUDA graph, cannot draw from a generator): the numbers the model itself would draw."""
+        return standard_normal((x.shape[0], self.config.cvae.latent_dim), x, generator)
+
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, at: At, noise: torch.Generator) -> tuple[Tensor, dict]:
-        out = model(x, self.cond(y), generator=noise)
+        out = model(x, self.cond(y), eps=self.noise(x, noise))
         parts = vae_loss(out, x, self.kl_weight(at), self.capacity(at), recon=self.config.cvae.recon)
         return parts.total, {"recon": parts.recon, "kl": parts.kl}
 
@@ -100,7 +105,7 @@ class CVAETask:
         mean_logits = torch.logit(self.mean_image, eps=1e-6)
         for x, y in loader:
             b, cond = x.shape[0], self.cond(y)
-            out = model(x, cond, generator=noise)
+            out = model(x, cond, eps=self.noise(x, noise))
             parts = vae_loss(out, x, self.beta, self.capacity(at), recon=self.config.cvae.recon)
             recon_images = model.reconstruct(x, cond).float()
             batch = {"loss": parts.total * b, "recon": parts.recon * b, "kl": parts.kl * b,
@@ -111,8 +116,8 @@ class CVAETask:
                 sums[name] = sums.get(name, 0.0) + value.detach().float()
             kl_per_dim = kl_per_dim + parts.kl_per_dim.detach().float() * b
             n += b
-            mus.append(out.mu.float())
-            logvars.append(out.logvar.float())
+            mus.append(out.mu.to(torch.float32, copy=True))  # a copy: a CUDA graph reuses its outputs
+            logvars.append(out.logvar.to(torch.float32, copy=True))
             labels.append(y.bool())
         metrics = {f"val/{k}": (v / n).item() for k, v in sums.items()}
         metrics["val/neg_elbo"] = metrics["val/recon"] + metrics["val/kl"]

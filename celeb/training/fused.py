@@ -2,24 +2,34 @@
 
 After HFTA (Wang et al., MLSys 2021): small models of the same shape leave a GPU mostly idle one at
 a time, so P of them are stacked (`torch.func.stack_module_state`) and run as one vmapped forward
-and backward pass per step. Each trial keeps everything that makes it its own trial: its seed (its
-initial weights, batch order, augmentation and reparameterisation noise), its β and KL schedules,
-its learning rate, weight decay and lr schedule, its AdamW state and its history. Trained fused,
-each trial's losses match the same trial trained alone by `celeb.training.loop.fit` (fp32, within
-1e-5; tested): only the order of floating-point sums inside the batched convolutions differs.
+and backward pass per step. Each trial stays a `celeb.training.loop.Run` of its own: its seed (its
+initial weights, batch order, augmentation and reparameterisation noise), β and KL schedules,
+learning rate, weight decay, clipping, lr schedule, AdamW state, history, tracker and checkpoints
+(the same files `fit` writes, so a fused trial resumes alone and a lone one joins a group). Trained
+fused, each trial's losses match the same trial trained alone by `fit` (fp32, within 1e-5;
+tested): only the order of floating-point sums inside the batched convolutions differs.
 
-What may differ between fused trials: everything in TrainConfig except the keys in
-`ARCHITECTURE_KEYS`, which fix the shapes of the stacked weights and batches.
+`FusedGroup` is a set of runs that trains one epoch at a time; runs join and leave between epochs
+and may be at different epochs (each its own data order, schedules and step count). Between
+epochs each run's weights and AdamW moments live in its own model and optimizer; an epoch stacks
+them, trains, and writes them back, then each run is evaluated, logged and checkpointed by the
+loop's own `end_epoch`. The runs share one device copy of the data (`BatchLoader.sharing`).
+Running a group under Ray Tune (a per-GPU actor that trials attach to) is jobs.fused.
 
-This module is the fused step and loop; running a fused group as Tune trials (a per-GPU actor
-that trials attach to and leave) is not built yet.
+What may differ between fused trials: everything in TrainConfig except `ARCHITECTURE_KEYS`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from dataclasses import dataclass, field
+import re
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,30 +40,18 @@ from celeb.config import TrainConfig, config_to_dict, flatten
 from celeb.data.dataset import CelebData
 from celeb.data.loader import BatchLoader
 from celeb.models import VAEOutput, vae_loss
-from celeb.seeds import noise_seed, seed_everything
-from celeb.training.adapter import At
-from celeb.training.cvae_task import CVAETask
-from celeb.training.loop import make_loaders
-from celeb.training.runtime import Runtime, lr_lambda
+from celeb.seeds import noise_seed
+from celeb.training.adapter import At, Task
+from celeb.training.loop import (EpochCallback, NonFiniteLossError, Run, check_finite, end_epoch, epoch_metrics,
+                                 make_loaders, start_run)
+from celeb.training.tracking import NullTracker, Tracker
 
-# Keys fused trials must share: they fix the stacked weights' and batches' shapes, and the loop.
+# Keys fused trials must share: they fix the stacked weights' and batches' shapes, the steps per
+# epoch, the shared data and the process's device and precision.
 ARCHITECTURE_KEYS = ("task", "cvae.width", "cvae.latent_dim", "cvae.conditions", "data.data_dir", "data.split",
-                     "data.image_size", "data.crop", "batch_size", "eval_batch_size", "epochs",
-                     "max_train_batches", "eval_every", "device", "amp", "compile", "optimizer")
+                     "data.image_size", "data.crop", "batch_size", "eval_batch_size", "max_train_batches",
+                     "device", "amp", "optimizer")
 BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW's defaults, which fit uses
-
-
-@dataclass
-class Member:
-    """One trial of a fused group: its config, task adapter, loaders, noise and history."""
-
-    config: TrainConfig
-    task: CVAETask
-    model: nn.Module  # its own module, loaded with its slice of the stacked weights to evaluate
-    train_loader: BatchLoader
-    val_loader: BatchLoader
-    noise: torch.Generator
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def check_fusable(configs: list[TrainConfig]) -> None:
@@ -67,76 +65,144 @@ def check_fusable(configs: list[TrainConfig]) -> None:
             raise ValueError(f"fused trials must share '{key}' (it fixes the stacked shapes); got {values}")
     if configs[0].task != "cvae":
         raise ValueError(f"fused training supports the cvae task, not {configs[0].task!r}")
-    if configs[0].compile or configs[0].amp not in ("auto", "none"):
-        raise ValueError("fused training runs in full precision without torch.compile (amp: none, compile: false)")
+    if any(c.compile is True for c in configs) or configs[0].amp == "fp16":
+        raise ValueError("fused trials run without torch.compile and without fp16 (compile: auto or false; "
+                         "amp: auto, bf16 or none)")
+
+
+@dataclass
+class EpochOutcome:
+    """What one epoch of a fused group did for one run: its metrics and checkpoint, whether the run
+    is done (its last epoch, or stopped early), or the error that ended it (it left the group)."""
+
+    metrics: dict[str, Any] | None = None
+    checkpoint: Path | None = None
+    done: bool = False
+    error: BaseException | None = None
+
+
+class FusedGroup:
+    """Runs of one architecture trained together, one epoch at a time (see the module docstring)."""
+
+    def __init__(self, data: CelebData) -> None:
+        self.data = data
+        self.runs: dict[str, Run] = {}
+        self._architecture: TrainConfig | None = None
+        self._loaders: tuple[BatchLoader, BatchLoader] | None = None
+        self._template: nn.Module | None = None
+
+    def join(self, key: str, config: TrainConfig, checkpoint_root: Path, tracker: Tracker | None = None,
+             state: Path | None = None) -> Run:
+        """Add a run (resumed from the checkpoint dir `state` when given); a run of the same key is replaced."""
+        check_fusable([config] if self._architecture is None else [self._architecture, config])
+        run = start_run(config, self.data, tracker or NullTracker(), checkpoint_root, state, loaders=self._share)
+        if len(run.opt.optimizer.param_groups) != 1:
+            raise ValueError("fused training takes one optimizer parameter group per trial")
+        self._architecture = self._architecture or config
+        self._template = self._template or copy.deepcopy(run.opt.raw_model).to("meta")
+        self.runs[key] = run
+        return run
+
+    def leave(self, key: str) -> Run | None:
+        return self.runs.pop(key, None)
+
+    def _share(self, config: TrainConfig, task: Task, device: torch.device) -> tuple[BatchLoader, BatchLoader]:
+        """The run's loaders: views of the group's one copy of the data, with the run's seed and augmentation."""
+        if self._loaders is None:
+            self._loaders = make_loaders(config, self.data, task, device)
+        train, val = self._loaders
+        return train.sharing(seed=config.seed, augment_name=task.augment), val.sharing(seed=config.seed)
+
+    def run_epoch(self, on_epoch_end: dict[str, EpochCallback] | None = None) -> dict[str, EpochOutcome]:
+        """Train every run one epoch (each at its own epoch), then evaluate, log and checkpoint each;
+        runs that are done or failed leave the group. `on_epoch_end[key]` is called as fit calls it."""
+        keys, runs = list(self.runs), list(self.runs.values())
+        outcomes = {key: EpochOutcome() for key in keys}
+        trained, failures, seconds = self._train(keys, runs)
+        for key, run, means in zip(keys, runs, trained):
+            outcome = outcomes[key]
+            if key in failures:
+                outcome.error = failures[key]
+                continue
+            try:
+                end_epoch(run, epoch_metrics(run, means, seconds), (on_epoch_end or {}).get(key))
+            except Exception as error:  # noqa: BLE001 - one trial's failure must not end the others
+                outcome.error = error
+                continue
+            outcome.metrics, outcome.checkpoint, outcome.done = run.loop.history[-1], run.loop.last_checkpoint, run.done
+        for key, outcome in outcomes.items():
+            if outcome.done or outcome.error is not None:
+                self.leave(key)
+        return outcomes
+
+    def _train(self, keys: list[str], runs: list[Run]) -> tuple[list[dict[str, Tensor]], dict[str, NonFiniteLossError], float]:
+        """One epoch of fused steps; each run's mean losses, the runs whose loss became non-finite, and the seconds."""
+        runtime, steps = runs[0].runtime, runs[0].steps_per_epoch
+        for r in runs:
+            r.opt.raw_model.train()
+        params, buffers = stack_module_state([r.opt.raw_model for r in runs])
+        adam = AdamWState.of(runs, params)
+        for r in runs:
+            r.train_loader.set_epoch(r.loop.epoch)
+            r.noise.manual_seed(noise_seed(r.config.seed, r.loop.epoch))
+        sums = torch.zeros(3, len(runs), device=runtime.device)  # total, recon, kl
+        unchecked: list[Tensor] = []
+        failures: dict[str, NonFiniteLossError] = {}
+        started = time.perf_counter()
+        for i, batches in enumerate(zip(*(r.train_loader for r in runs))):
+            if i == steps:
+                break
+            ats = [At(r.loop.epoch, i, steps, r.loop.step) for r in runs]
+            with runtime.autocast():
+                losses = fused_losses(self._template, params, buffers, runs, batches, ats)
+            parts = torch.stack([torch.stack([loss.total, loss.recon, loss.kl]) for loss in losses], dim=1)
+            for p in params.values():
+                p.grad = None
+            parts[0].sum().backward()
+            clip_per_trial(params, [r.config.grad_clip for r in runs])
+            adam.step(params, [r.opt.optimizer.param_groups[0] for r in runs])
+            advance_schedules(runs)
+            sums += parts.detach().float()
+            unchecked.append(parts[0].detach().float())
+            if len(unchecked) == runtime.check_every or i + 1 == steps:
+                failures.update(find_non_finite(keys, runs, torch.stack(unchecked).cpu(), ats))
+                unchecked = []
+        seconds = time.perf_counter() - started
+        write_back(runs, params, buffers, adam)
+        means = (sums / steps).cpu()
+        return [{"loss": m[0], "recon": m[1], "kl": m[2]} for m in means.unbind(1)], failures, seconds
 
 
 def fused_fit(configs: list[TrainConfig], data: CelebData) -> list[list[dict[str, Any]]]:
-    """Train every config as one fused group; return each trial's per-epoch metrics (as `fit`'s history)."""
+    """Train every config as one fused group to its last epoch; return each trial's per-epoch metrics
+    (as `fit`'s history). The first error of any trial is raised."""
     check_fusable(configs)
-    runtime = Runtime.of(configs[0])
-    members = [make_member(config, data, runtime) for config in configs]
-    params, buffers = stack_module_state([m.model for m in members])
-    template = copy.deepcopy(members[0].model).to("meta")
-    state = AdamWState.like(params)
-    steps_per_epoch = min(len(members[0].train_loader), configs[0].max_train_batches or len(members[0].train_loader))
-    schedules = [lr_lambda(m.config, steps_per_epoch) for m in members]
-    step = 0
-    for epoch in range(configs[0].epochs):
-        sums = [dict(loss=0.0, recon=0.0, kl=0.0) for _ in members]
-        for m in members:
-            m.train_loader.set_epoch(epoch)
-            m.noise.manual_seed(noise_seed(m.config.seed, epoch))
-        for i, batches in enumerate(zip(*(m.train_loader for m in members))):
-            if i == steps_per_epoch:
-                break
-            at = At(epoch, i, steps_per_epoch, step)
-            losses = fused_losses(template, params, buffers, members, batches, at)
-            for p in params.values():
-                p.grad = None
-            torch.stack([loss.total for loss in losses]).sum().backward()
-            clip_per_trial(params, [m.config.grad_clip for m in members])
-            lrs = torch.tensor([m.config.lr * schedule(step) for m, schedule in zip(members, schedules)])
-            state.step(params, lrs, torch.tensor([m.config.weight_decay for m in members]))
-            step += 1
-            for s, loss in zip(sums, losses):
-                for name, value in (("loss", loss.total), ("recon", loss.recon), ("kl", loss.kl)):
-                    s[name] += float(value.detach())
-        for index, (m, s) in enumerate(zip(members, sums)):
-            metrics = {"epoch": epoch + 1, "step": step, **{f"train/{k}": v / steps_per_epoch for k, v in s.items()}}
-            if (epoch + 1) % m.config.eval_every == 0 or epoch + 1 == m.config.epochs:
-                metrics.update(evaluate_member(m, params, buffers, index, At(epoch, 0, steps_per_epoch, step),
-                                               final=epoch + 1 == m.config.epochs))
-            m.history.append(metrics)
-    return [m.history for m in members]
+    group = FusedGroup(data)
+    with contextlib.ExitStack() as stack:
+        runs = [group.join(str(k), config, Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="celeb-ckpt-"))))
+                for k, config in enumerate(configs)]
+        while group.runs:
+            for outcome in group.run_epoch().values():
+                if outcome.error is not None:
+                    raise outcome.error
+        return [run.loop.history for run in runs]
 
 
-def make_member(config: TrainConfig, data: CelebData, runtime: Runtime) -> Member:
-    """A trial set up exactly as `fit` sets it up (same RNG draws in the same order)."""
-    seed_everything(config.seed)
-    task = CVAETask(config, data, runtime.device)
-    train, val = make_loaders(config, data, task, runtime.device)
-    model = task.build_model().to(runtime.device)
-    return Member(config, task, model, train, val, torch.Generator(device=runtime.device))
-
-
-def fused_losses(template: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor], members: list[Member],
-                 batches: tuple[tuple[Tensor, Tensor], ...], at: At) -> list[Any]:
-    """Every trial's VAE loss on its own batch, from one vmapped forward pass."""
+def fused_losses(template: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor], runs: list[Run],
+                 batches: tuple[tuple[Tensor, Tensor], ...], ats: list[At]) -> list[Any]:
+    """Every run's VAE loss on its own batch, from one vmapped forward pass."""
     x = torch.stack([b[0] for b in batches])
-    conds = [m.task.cond(b[1]) for m, b in zip(members, batches)]
-    cond = torch.stack(conds) if conds[0] is not None else x.new_zeros((len(members), x.shape[1], 0))
-    latent = members[0].config.cvae.latent_dim
-    # drawn as ConditionalVAE.forward draws it from each trial's generator, so the numbers are the same
-    eps = torch.stack([torch.randn((x.shape[1], latent), generator=m.noise, device=m.noise.device).to(x)
-                       for m in members])
+    conds = [r.task.cond(b[1]) for r, b in zip(runs, batches)]
+    cond = torch.stack(conds) if conds[0] is not None else x.new_zeros((len(runs), x.shape[1], 0))
+    # drawn as fit draws it, from each run's own generator, so the numbers are the same
+    eps = torch.stack([r.task.noise(b[0], r.noise) for r, b in zip(runs, batches)])
 
     def one(p: dict[str, Tensor], b: dict[str, Tensor], xi: Tensor, ci: Tensor, ei: Tensor) -> VAEOutput:
         return functional_call(template, (p, b), (xi, ci if ci.shape[-1] else None), {"eps": ei})
 
     out = torch.vmap(one)(params, buffers, x, cond, eps)
-    return [vae_loss(VAEOutput(*(t[k] for t in out)), x[k], m.task.kl_weight(at), m.task.capacity(at),
-                     recon=m.config.cvae.recon) for k, m in enumerate(members)]
+    return [vae_loss(VAEOutput(*(t[k] for t in out)), x[k], r.task.kl_weight(at), r.task.capacity(at),
+                     recon=r.config.cvae.recon) for k, (r, at) in enumerate(zip(runs, ats))]
 
 
 def clip_per_trial(params: dict[str, Tensor], max_norms: list[float | None]) -> None:
@@ -145,49 +211,105 @@ def clip_per_trial(params: dict[str, Tensor], max_norms: list[float | None]) -> 
         return
     grads = [p.grad for p in params.values() if p.grad is not None]
     norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).norm(dim=0)  # (P,)
-    limits = torch.tensor([math.inf if n is None else n for n in max_norms])
+    limits = per_trial([math.inf if n is None else n for n in max_norms], norms)
     scale = torch.clamp(limits / (norms + 1e-6), max=1.0)
     for g in grads:
-        g.mul_(scale.view(-1, *([1] * (g.ndim - 1))))
+        g.mul_(scale.view(-1, *([1] * (g.ndim - 1))).to(g.dtype))
+
+
+def per_trial(values: list[float], like: Tensor) -> Tensor:
+    """(P,) float64 values on `like`'s device; copied from pinned memory without waiting for the GPU."""
+    host = torch.tensor(values, dtype=torch.float64)
+    if like.device.type == "cpu":
+        return host
+    return host.pin_memory().to(like.device, non_blocking=True)
+
+
+def advance_schedules(runs: list[Run]) -> None:
+    """Each run's lr schedule and step count one step on, as fit's optimizer step advances them."""
+    with warnings.catch_warnings():
+        # the fused step updates the weights, so the scheduler never sees its own optimizer step
+        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+        for r in runs:
+            r.opt.scheduler.step()
+            r.loop.step += 1
+
+
+def find_non_finite(keys: list[str], runs: list[Run], losses: Tensor, ats: list[At]) -> dict[str, NonFiniteLossError]:
+    """The runs whose loss was NaN or infinite in the recent steps (`losses`: steps x runs, the last at `ats`)."""
+    bad: dict[str, NonFiniteLossError] = {}
+    for k, (key, run, at) in enumerate(zip(keys, runs, ats)):
+        try:
+            check_finite(list(losses[:, k]), at, run.opt.optimizer, run.loop.last_checkpoint)
+        except NonFiniteLossError as error:
+            bad[key] = error
+    return bad
 
 
 @dataclass
 class AdamWState:
-    """AdamW over stacked weights, with a learning rate and weight decay per trial (the P axis):
-    the same update as torch.optim.AdamW's, written once for all trials."""
+    """AdamW over stacked weights, with a learning rate, weight decay and step count per trial (the
+    P axis): the same update as torch.optim.AdamW's, written once for all trials."""
 
     exp_avg: dict[str, Tensor]
     exp_avg_sq: dict[str, Tensor]
-    steps: int = 0
+    steps: Tensor  # (P,) float64: steps each trial has taken
 
     @classmethod
     def like(cls, params: dict[str, Tensor]) -> AdamWState:
+        """Fresh state for stacked `params` (every trial at step 0)."""
+        first = next(iter(params.values()))
         return cls({k: torch.zeros_like(p) for k, p in params.items()},
-                   {k: torch.zeros_like(p) for k, p in params.items()})
+                   {k: torch.zeros_like(p) for k, p in params.items()},
+                   torch.zeros(first.shape[0], dtype=torch.float64, device=first.device))
+
+    @classmethod
+    def of(cls, runs: list[Run], params: dict[str, Tensor]) -> AdamWState:
+        """The runs' own torch AdamW states, stacked like `params` (zeros where a run has not stepped)."""
+        state = cls.like(params)
+        for k, run in enumerate(runs):
+            named = dict(run.opt.raw_model.named_parameters())
+            for name in params:
+                saved = run.opt.optimizer.state.get(named[name], {})
+                if saved:
+                    state.exp_avg[name][k].copy_(saved["exp_avg"])
+                    state.exp_avg_sq[name][k].copy_(saved["exp_avg_sq"])
+                    state.steps[k] = float(saved["step"])
+        return state
 
     @torch.no_grad()
-    def step(self, params: dict[str, Tensor], lrs: Tensor, weight_decays: Tensor) -> None:
+    def step(self, params: dict[str, Tensor], groups: list[dict[str, Any]]) -> None:
+        """One AdamW step for every trial, with each trial's current lr and weight decay (`groups`:
+        each trial's optimizer param group)."""
+        first = next(iter(params.values()))
+        lrs = per_trial([g["lr"] for g in groups], first)
+        wds = per_trial([g["weight_decay"] for g in groups], first)
         self.steps += 1
         beta1, beta2 = BETAS
-        correction1, correction2 = 1 - beta1 ** self.steps, 1 - beta2 ** self.steps
+        step_size = lrs / (1 - beta1 ** self.steps)
+        correction2_sqrt = (1 - beta2 ** self.steps).sqrt()
         for name, p in params.items():
             if p.grad is None:
                 continue
             shape = (-1, *([1] * (p.ndim - 1)))
-            lr, wd = lrs.to(p).view(shape), weight_decays.to(p).view(shape)
-            p.mul_(1 - lr * wd)
+            p.mul_((1 - lrs * wds).to(p.dtype).view(shape))
             self.exp_avg[name].lerp_(p.grad, 1 - beta1)
             self.exp_avg_sq[name].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-            denom = (self.exp_avg_sq[name].sqrt() / math.sqrt(correction2)).add_(EPS)
-            p.sub_(lr / correction1 * self.exp_avg[name] / denom)
+            denom = (self.exp_avg_sq[name].sqrt() / correction2_sqrt.to(p.dtype).view(shape)).add_(EPS)
+            p.sub_(step_size.to(p.dtype).view(shape) * self.exp_avg[name] / denom)
 
 
 @torch.no_grad()
-def evaluate_member(member: Member, params: dict[str, Tensor], buffers: dict[str, Tensor], index: int, at: At,
-                    final: bool) -> dict[str, Any]:
-    """The trial's val metrics from its own module loaded with its slice of the stacked weights."""
-    for name, stacked in {**params, **buffers}.items():
-        target = member.model.get_parameter(name) if name in params else member.model.get_buffer(name)
-        target.copy_(stacked[index])
-    member.model.eval()
-    return member.task.evaluate(member.model, member.val_loader, at, final).metrics
+def write_back(runs: list[Run], params: dict[str, Tensor], buffers: dict[str, Tensor], adam: AdamWState) -> None:
+    """Each run's slice of the stacked weights, buffers and AdamW moments into its own model and
+    optimizer, in torch.optim.AdamW's own state format (what its checkpoint saves)."""
+    for k, run in enumerate(runs):
+        model, optimizer = run.opt.raw_model, run.opt.optimizer
+        for name, stacked in buffers.items():
+            model.get_buffer(name).copy_(stacked[k])
+        for name, stacked in params.items():
+            p = model.get_parameter(name)
+            p.copy_(stacked[k])
+            optimizer.state[p] = {"step": torch.tensor(float(adam.steps[k])),
+                                  "exp_avg": adam.exp_avg[name][k].clone(),
+                                  "exp_avg_sq": adam.exp_avg_sq[name][k].clone()}

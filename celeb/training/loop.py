@@ -98,6 +98,51 @@ class LoopState:
     best: dict[str, Any] = field(default_factory=lambda: {"metric": None, "epoch": None, "bad_evals": 0})
     last_checkpoint: Path | None = None
     best_checkpoint: Path | None = None
+    stopped_early: bool = False
+
+
+@dataclass
+class Run:
+    """One training run as the loop drives it: its task, model and optimizer, loaders, noise, the
+    loop's counters, its tracker and where its checkpoints go. `fit` drives one; a fused group
+    (celeb.training.fused) drives several through the same `end_epoch`."""
+
+    config: TrainConfig
+    task: Task
+    runtime: Runtime
+    opt: Optimization
+    train_loader: BatchLoader
+    val_loader: BatchLoader
+    noise: torch.Generator  # reparameterisation noise, re-seeded per epoch
+    loop: LoopState
+    tracker: Tracker
+    checkpoint_root: Path
+    steps_per_epoch: int
+
+    @property
+    def done(self) -> bool:
+        return self.loop.epoch >= self.config.epochs or self.loop.stopped_early
+
+
+Loaders = Callable[[TrainConfig, Task, torch.device], tuple[BatchLoader, BatchLoader]]
+
+
+def start_run(config: TrainConfig, data: CelebData, tracker: Tracker, checkpoint_root: Path,
+              state: Path | None = None, loaders: Loaders | None = None) -> Run:
+    """Seed, then build the task, loaders, model and optimizer (in that order: the RNG draws are
+    part of a run's identity), and resume from the checkpoint dir `state` when given. `loaders`
+    replaces `make_loaders` (a fused group shares one device copy of the data between its runs)."""
+    seed_everything(config.seed)
+    runtime = Runtime.of(config)
+    task = make_task(config, data, runtime.device)
+    train_loader, val_loader = (loaders(config, task, runtime.device) if loaders is not None
+                                else make_loaders(config, data, task, runtime.device))
+    steps_per_epoch = min(len(train_loader), config.max_train_batches or len(train_loader))
+    opt = Optimization.build(config, task, runtime, steps_per_epoch)
+    noise = torch.Generator(device=runtime.device)
+    loop = resume(state, config, opt, noise) if state is not None else LoopState()
+    return Run(config, task, runtime, opt, train_loader, val_loader, noise, loop, tracker, Path(checkpoint_root),
+               steps_per_epoch)
 
 
 def fit(config: TrainConfig, data: CelebData, tracker: Tracker | None = None,
@@ -111,44 +156,41 @@ def fit(config: TrainConfig, data: CelebData, tracker: Tracker | None = None,
     go to `tracker`, which the caller owns (fit never calls its `finish`). `progress` shows a tqdm
     bar per epoch on stderr.
     """
-    tracker = tracker or NullTracker()
     with contextlib.ExitStack() as stack:
         checkpoint_root = (Path(run_dir) / "checkpoints" if run_dir is not None
                            else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="celeb-ckpt-"))))
-        seed_everything(config.seed)
-        runtime = Runtime.of(config)
-        task = make_task(config, data, runtime.device)
-        train_loader, val_loader = make_loaders(config, data, task, runtime.device)
-        steps_per_epoch = min(len(train_loader), config.max_train_batches or len(train_loader))
-        opt = Optimization.build(config, task, runtime, steps_per_epoch)
-        noise = torch.Generator(device=runtime.device)  # reparameterisation noise, re-seeded per epoch
-        loop = resume(state, config, opt, noise) if state is not None else LoopState()
+        run = start_run(config, data, tracker or NullTracker(), checkpoint_root, state)
+        while not run.done:
+            end_epoch(run, train_epoch(run, progress), on_epoch_end)
+        return run_result(run, temporary=run_dir is None)
 
-        stopped_early = False
-        for epoch in range(loop.epoch, config.epochs):
-            metrics = train_epoch(config, task, opt, runtime, train_loader, noise, loop, epoch, steps_per_epoch,
-                                  progress)
-            evaluated = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
-            if evaluated:
-                metrics.update(evaluate_epoch(config, task, opt, runtime, val_loader, loop, epoch,
-                                              steps_per_epoch, tracker))
-            tracker.log(metrics, loop.step)
-            loop.history.append(metrics)
-            if evaluated:
-                update_best(config, loop, metrics, epoch)
-            save_epoch(config, opt, noise, loop, checkpoint_root, epoch, metrics)
-            if on_epoch_end is not None:
-                on_epoch_end(metrics, loop.last_checkpoint)
-            if config.early_stopping_patience is not None and loop.best["bad_evals"] >= config.early_stopping_patience:
-                stopped_early = True
-                break
 
-        opt.raw_model.eval()
-        temporary = run_dir is None
-        return FitResult(history=loop.history, model=opt.raw_model, best_epoch=loop.best["epoch"],
-                         best_metric=loop.best["metric"],
-                         best_checkpoint=None if temporary else loop.best_checkpoint,
-                         last_checkpoint=None if temporary else loop.last_checkpoint, stopped_early=stopped_early)
+def end_epoch(run: Run, metrics: dict[str, Any], on_epoch_end: EpochCallback | None = None) -> None:
+    """After an epoch's training steps: evaluate when due, log, keep the best, checkpoint, call
+    back, and decide on early stopping. Advances `run.loop.epoch`."""
+    config, loop, epoch = run.config, run.loop, run.loop.epoch
+    evaluated = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
+    if evaluated:
+        metrics.update(evaluate_epoch(run))
+    run.tracker.log(metrics, loop.step)
+    loop.history.append(metrics)
+    if evaluated:
+        update_best(config, loop, metrics, epoch)
+    save_epoch(run, metrics)
+    loop.epoch = epoch + 1
+    if on_epoch_end is not None:
+        on_epoch_end(metrics, loop.last_checkpoint)
+    if config.early_stopping_patience is not None and loop.best["bad_evals"] >= config.early_stopping_patience:
+        loop.stopped_early = True
+
+
+def run_result(run: Run, temporary: bool) -> FitResult:
+    """What `fit` returns of a finished run (no checkpoint paths when they were temporary)."""
+    run.opt.raw_model.eval()
+    loop = run.loop
+    return FitResult(history=loop.history, model=run.opt.raw_model, best_epoch=loop.best["epoch"],
+                     best_metric=loop.best["metric"], best_checkpoint=None if temporary else loop.best_checkpoint,
+                     last_checkpoint=None if temporary else loop.last_checkpoint, stopped_early=loop.stopped_early)
 
 
 def make_loaders(config: TrainConfig, data: CelebData, task: Task,
@@ -176,57 +218,63 @@ def resume(state: Path, config: TrainConfig, opt: Optimization, noise: torch.Gen
                      best=saved["best"], last_checkpoint=Path(state))
 
 
-def train_epoch(config: TrainConfig, task: Task, opt: Optimization, runtime: Runtime, loader: BatchLoader,
-                noise: torch.Generator, loop: LoopState, epoch: int, steps_per_epoch: int,
-                progress: bool) -> dict[str, Any]:
+def train_epoch(run: Run, progress: bool = False) -> dict[str, Any]:
     """One epoch of training steps; returns its metrics (mean losses, lr, speed)."""
+    config, opt, loop, epoch, steps = run.config, run.opt, run.loop, run.loop.epoch, run.steps_per_epoch
     opt.model.train()
-    loader.set_epoch(epoch)
-    noise.manual_seed(noise_seed(config.seed, epoch))
+    run.train_loader.set_epoch(epoch)
+    run.noise.manual_seed(noise_seed(config.seed, epoch))
     sums: dict[str, Tensor] = {}
     unchecked: list[Tensor] = []
     started = time.perf_counter()
-    bar = tqdm(total=steps_per_epoch, desc=f"{config.task} epoch {epoch + 1}/{config.epochs}",
+    bar = tqdm(total=steps, desc=f"{config.task} epoch {epoch + 1}/{config.epochs}",
                disable=not progress, file=sys.stderr, dynamic_ncols=True, leave=False)
-    for i, (x, y) in enumerate(loader):
-        if i == steps_per_epoch:
+    for i, (x, y) in enumerate(run.train_loader):
+        if i == steps:
             break
-        at = At(epoch, i, steps_per_epoch, loop.step)
-        with runtime.autocast():
-            loss, parts = task.loss(opt.model, x, y, at, noise)
+        at = At(epoch, i, steps, loop.step)
+        opt.begin_step()
+        with run.runtime.autocast():
+            loss, parts = run.task.loss(opt.model, x, y, at, run.noise)
         opt.step(loss)
         loop.step += 1
         for name, value in {"loss": loss, **parts}.items():
             sums[name] = sums.get(name, 0.0) + value.detach().float()
-        unchecked.append(loss.detach().float())
-        if len(unchecked) == runtime.check_every or i + 1 == steps_per_epoch:
+        unchecked.append(loss.detach().float().clone())  # clone: a CUDA graph reuses its output buffers
+        if len(unchecked) == run.runtime.check_every or i + 1 == steps:
             last = check_finite(unchecked, at, opt.optimizer, loop.last_checkpoint)
             unchecked = []
             bar.set_postfix(loss=f"{last:.4g}", refresh=False)
         bar.update(1)
     bar.close()
-    seconds = time.perf_counter() - started
-    return {"epoch": epoch + 1, "step": loop.step, "lr": opt.lr,
-            **{f"train/{k}": (v / steps_per_epoch).item() for k, v in sums.items()},
-            **task.train_extras(At(epoch, steps_per_epoch, steps_per_epoch, loop.step)),
-            "time/epoch_s": seconds, "train/images_per_s": steps_per_epoch * config.batch_size / seconds}
+    return epoch_metrics(run, {k: v / steps for k, v in sums.items()}, time.perf_counter() - started)
 
 
-def evaluate_epoch(config: TrainConfig, task: Task, opt: Optimization, runtime: Runtime, loader: BatchLoader,
-                   loop: LoopState, epoch: int, steps_per_epoch: int, tracker: Tracker) -> dict[str, Any]:
+def epoch_metrics(run: Run, means: dict[str, Tensor], seconds: float) -> dict[str, Any]:
+    """An epoch's training row: its counters, lr, mean losses, the task's extras and its speed."""
+    loop, steps = run.loop, run.steps_per_epoch
+    return {"epoch": loop.epoch + 1, "step": loop.step, "lr": run.opt.lr,
+            **{f"train/{k}": float(v) for k, v in means.items()},
+            **run.task.train_extras(At(loop.epoch, steps, steps, loop.step)),
+            "time/epoch_s": seconds, "train/images_per_s": steps * run.config.batch_size / seconds}
+
+
+def evaluate_epoch(run: Run) -> dict[str, Any]:
     """Evaluate on val, log the visuals, and return the metrics; a non-finite val loss stops the run."""
+    config, opt, loop, epoch = run.config, run.opt, run.loop, run.loop.epoch
     opt.model.eval()
     final = epoch + 1 == config.epochs
-    with torch.no_grad(), runtime.autocast():
-        evaluation: Evaluation = task.evaluate(opt.model, loader, At(epoch, 0, steps_per_epoch, loop.step), final)
-        visuals = task.visuals(opt.raw_model, evaluation, epoch + 1, final=final)
+    with torch.no_grad(), run.runtime.autocast():
+        evaluation: Evaluation = run.task.evaluate(opt.model, run.val_loader,
+                                                   At(epoch, 0, run.steps_per_epoch, loop.step), final)
+        visuals = run.task.visuals(opt.raw_model, evaluation, epoch + 1, final=final)
     metrics = evaluation.metrics
     if not math.isfinite(metrics["val/loss"]):
-        raise NonFiniteLossError(epoch + 1, steps_per_epoch, metrics["val/loss"], opt.lr, loop.last_checkpoint,
+        raise NonFiniteLossError(epoch + 1, run.steps_per_epoch, metrics["val/loss"], opt.lr, loop.last_checkpoint,
                                  where="evaluation", global_step=loop.step)
-    tracker.log_images(visuals.images, loop.step)
+    run.tracker.log_images(visuals.images, loop.step)
     for name, table in visuals.tables.items():
-        tracker.log_table(name, table, loop.step)
+        run.tracker.log_table(name, table, loop.step)
     return metrics
 
 
@@ -243,16 +291,16 @@ def update_best(config: TrainConfig, loop: LoopState, metrics: dict[str, Any], e
         loop.best["bad_evals"] += 1
 
 
-def save_epoch(config: TrainConfig, opt: Optimization, noise: torch.Generator, loop: LoopState,
-               checkpoint_root: Path, epoch: int, metrics: dict[str, Any]) -> None:
+def save_epoch(run: Run, metrics: dict[str, Any]) -> None:
     """Checkpoint the epoch, then keep only the last and the best checkpoints."""
+    loop, root = run.loop, run.checkpoint_root
     loop.last_checkpoint = save_checkpoint(
-        checkpoint_root / checkpoint_name(epoch + 1), **opt.state(), epoch=epoch + 1, step=loop.step,
-        config=config_to_dict(config), metrics=metrics, rng_state=capture_rng_state({"noise": noise}),
+        root / checkpoint_name(loop.epoch + 1), **run.opt.state(), epoch=loop.epoch + 1, step=loop.step,
+        config=config_to_dict(run.config), metrics=metrics, rng_state=capture_rng_state({"noise": run.noise}),
         loop_state={"history": loop.history, "best": loop.best})
-    best = (checkpoint_root / checkpoint_name(loop.best["epoch"])) if loop.best["epoch"] else None
+    best = (root / checkpoint_name(loop.best["epoch"])) if loop.best["epoch"] else None
     loop.best_checkpoint = best if best is not None and best.exists() else None  # None: resumed into another dir
-    prune_checkpoints(checkpoint_root, keep={loop.last_checkpoint, loop.best_checkpoint or loop.last_checkpoint})
+    prune_checkpoints(root, keep={loop.last_checkpoint, loop.best_checkpoint or loop.last_checkpoint})
 
 
 def check_finite(losses: list[Tensor], at: At, optimizer: torch.optim.Optimizer,

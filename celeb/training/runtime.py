@@ -35,6 +35,17 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[amp]
 
 
+def resolve_compile(compile: bool | str, device: torch.device) -> str | None:
+    """torch.compile's mode, or None for eager: "auto" compiles on cuda only. On cuda the mode is
+    reduce-overhead, which replays each step as a CUDA graph (a 64-px CVAE step is bound by kernel
+    launches, not by compute); elsewhere the default mode."""
+    if compile == "auto":
+        compile = device.type == "cuda"
+    if not compile:
+        return None
+    return "reduce-overhead" if device.type == "cuda" else "default"
+
+
 @dataclass(frozen=True)
 class Runtime:
     """The device a run trains on, its autocast dtype (None: full precision) and memory format."""
@@ -42,12 +53,13 @@ class Runtime:
     device: torch.device
     amp_dtype: torch.dtype | None
     channels_last: bool
+    compile_mode: str | None = None  # None: eager; else torch.compile's mode
 
     @classmethod
     def of(cls, config: TrainConfig) -> Runtime:
         device = resolve_device(config.device)
         channels_last = device.type == "cuda" if config.channels_last == "auto" else bool(config.channels_last)
-        return cls(device, resolve_amp(config.amp, device), channels_last)
+        return cls(device, resolve_amp(config.amp, device), channels_last, resolve_compile(config.compile, device))
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
@@ -86,6 +98,7 @@ class Optimization:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
     grad_clip: float | None
+    graphed: bool = False  # the model replays CUDA graphs (torch.compile's reduce-overhead mode)
 
     @classmethod
     def build(cls, config: TrainConfig, task: Task, runtime: Runtime, steps_per_epoch: int) -> Optimization:
@@ -93,12 +106,20 @@ class Optimization:
         raw_model = task.build_model().to(runtime.device)
         if runtime.channels_last:
             raw_model = raw_model.to(memory_format=torch.channels_last)
-        model = torch.compile(raw_model) if config.compile else raw_model
+        # dynamic=False: static shapes (every training batch is full; a short last val batch gets its own graph)
+        model = (torch.compile(raw_model, mode=runtime.compile_mode, dynamic=False) if runtime.compile_mode
+                 else raw_model)
         optimizer = torch.optim.AdamW(task.parameter_groups(raw_model, config.lr), lr=config.lr,
                                       weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config, steps_per_epoch))
         scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
-        return cls(raw_model, model, optimizer, scheduler, scaler, config.grad_clip)
+        return cls(raw_model, model, optimizer, scheduler, scaler, config.grad_clip,
+                   graphed=runtime.compile_mode == "reduce-overhead")
+
+    def begin_step(self) -> None:
+        """Mark a new training step: a CUDA graph may then reuse the last step's buffers."""
+        if self.graphed:
+            torch.compiler.cudagraph_mark_step_begin()
 
     def step(self, loss: Tensor) -> None:
         """One optimizer step on `loss`: backward (scaled), clip, step, and advance the lr schedule."""
