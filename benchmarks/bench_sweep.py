@@ -34,31 +34,9 @@ from celeb.config import config_from_dict  # noqa: E402
 from celeb.data.dataset import load_data  # noqa: E402
 from celeb.training.loop import fit  # noqa: E402
 from jobs.sweep import run_sweep, start_local_ray  # noqa: E402
+from synthetic import make_data  # noqa: E402  (this folder)
 
 SMOKE = REPO / "sweeps" / "smoke.yaml"
-
-
-def make_data(root: Path, n: int) -> Path:
-    """synth -> table -> balanced split -> 64 px cache (reused when it exists)."""
-    from celeb.data.annotations import load_annotations, write_table
-    from celeb.data.cache import build_cache
-    from celeb.data.dataset import cache_dir, split_dir
-    from celeb.data.schema import IMAGE_ID, TABLE_FILE
-    from celeb.data.splits import balance_report, make_split, write_split
-    from celeb.synth import synthesize
-
-    data = root / f"data_n{n}"
-    if (cache_dir(data, 64, 148) / "images.npy").exists():
-        return data
-    synthesize(root / f"celeba_n{n}", n=n, seed=0, progress=False)
-    annotations = load_annotations(root / f"celeba_n{n}")
-    write_table(annotations.table, data / TABLE_FILE, annotations.missing)
-    split = make_split(annotations.table, strategy="balanced", seed=0)
-    write_split(split_dir(data, "balanced"), annotations.table, split,
-                balance_report(annotations.table, split, strategy="balanced", seed=0))
-    build_cache(annotations.table[IMAGE_ID].tolist(), root / f"celeba_n{n}" / "img_align_celeba",
-                cache_dir(data, 64, 148), size=64, crop=148, progress=False)
-    return data
 
 
 def smoke_overrides(data: Path, storage: Path, name: str, epochs: int, **changes) -> dict:

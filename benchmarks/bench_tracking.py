@@ -17,18 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from celeb.cli import main as celeb
 from celeb.config import config_from_dict
 from celeb.data.dataset import load_data
 from celeb.training.loop import fit
 from celeb.training.tracking import LocalTracker
 
-
-def make_data(root: Path, n: int) -> Path:
-    assert celeb(["synth", str(root / "celeba"), "--n", str(n), "--seed", "0", "--identities", str(n // 4)]) == 0
-    assert celeb(["prepare", str(root / "celeba"), "--out", str(root / "data"), "--size", "64"]) == 0
-    assert celeb(["split", str(root / "data"), "--strategy", "balanced", "--seed", "0"]) == 0
-    return root / "data"
+from synthetic import make_data  # this folder
 
 
 def timed_run(config: dict, data, run_dir: Path | None) -> float:

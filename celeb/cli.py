@@ -3,10 +3,10 @@
     celeb synth OUT --n N --seed S          synthetic faces in CelebA's layout
     celeb prepare CELEBA_DIR --out DATA     annotations -> table, images -> decode-once cache
     celeb split DATA --strategy balanced    identity-disjoint splits with a balance report
-    celeb train cvae|classifier CONFIG      one local training run (no Ray)
+    celeb train cvae|nvae|classifier CONFIG one local training run (no Ray)
     celeb sweep SPEC.yaml [--resume]        a Ray Tune sweep (Optuna + ASHA), local or on a cluster
     celeb review SWEEP_DIR --metric M       rank checkpoints, an HTML page of the best, export one
-    celeb traverse CHECKPOINT               latent traversal panels and dimension table of one CVAE
+    celeb traverse CHECKPOINT               latent traversal panels and dimension table of one CVAE or NVAE
     celeb wandb SWEEP_DIR [--upload]        write (or upload) W&B runs from sweep and run folders
 
 Each sub-command is a thin wrapper over a library function; heavy imports happen inside them so
@@ -168,7 +168,7 @@ def _cmd_traverse(args: argparse.Namespace) -> None:
     result = write_traversal(Path(args.checkpoint), out_dir=Path(args.out) if args.out else None,
                              data_dir=Path(args.data_dir) if args.data_dir else None, faces=args.faces,
                              steps=args.steps, span=args.span, active_only=args.active_only,
-                             num_eval_images=args.images)
+                             num_eval_images=args.images, groups=args.group)
     _print_latents(result.review)
     print(f"wrote {', '.join(p.name for p in result.files)} to {result.out_dir}")
 
@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     split.set_defaults(func=_cmd_split)
 
     train = commands.add_parser("train", help="one local training run (no Ray, GPU or CPU)")
-    train.add_argument("task", choices=("cvae", "classifier"))
+    train.add_argument("task", choices=("cvae", "nvae", "classifier"))
     train.add_argument("config", help="a YAML config (see configs/)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set cvae.beta=4 (repeatable)")
@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="score the cards' latents by MIG only (skip DCI, SAP and the β-VAE/FactorVAE scores)")
     review.set_defaults(func=_cmd_review)
 
-    traverse = commands.add_parser("traverse", help="latent traversal panels and dimension table of one CVAE")
+    traverse = commands.add_parser("traverse", help="latent traversal panels and dimension table of one CVAE or NVAE")
     traverse.add_argument("checkpoint", help="a checkpoint folder or a file written by `celeb review --export`")
     traverse.add_argument("--data-dir", default=None, help="default: the data dir in the checkpoint's config")
     traverse.add_argument("--out", default=None,
@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     traverse.add_argument("--steps", type=int, default=7, help="values per traversal row (default 7)")
     traverse.add_argument("--span", type=float, default=3.0, help="sweep mean ± span·σ (default 3)")
     traverse.add_argument("--active-only", action="store_true", help="leave inactive (collapsed) dims out")
+    traverse.add_argument("--group", type=int, action="append", default=[],
+                          help="hierarchical VAE: also traverse lower latent group G channel by channel, "
+                               "in prior σ (repeatable; groups 1.. below the top group 0)")
     traverse.add_argument("--images", type=int, default=2000, help="val images to evaluate latents on (default 2000)")
     traverse.set_defaults(func=_cmd_traverse)
 

@@ -21,8 +21,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from celeb.data.schema import ATTRIBUTE_NAMES
-from celeb.typed import (ConfigError, build, dotted_keys, flatten, nest, parse_override, read_yaml_mapping,
+from celeb.typed import (ConfigError, at_least, build, dotted_keys, flatten, nest, parse_override, read_yaml_mapping,
                          unknown_key_error)
+
+
+LATENT_TASKS = ("cvae", "nvae")  # the VAE families: latents, traversals, disentanglement, the cvae section
 
 
 @dataclass
@@ -48,12 +51,30 @@ class CVAEConfig:
     warmup_epochs: float = 0.0  # linear KL-weight warm-up from 0 to beta
     capacity: float = 0.0  # Burgess et al.: target KL (nats) grows 0 -> capacity ...
     capacity_epochs: int = 0  # ... over this many epochs
-    recon: Literal["bce", "mse"] = "bce"
+    recon: Literal["bce", "mse", "logistic"] = "bce"  # the decoder's likelihood (celeb.models.likelihood)
     panel_every: int = 1  # latent traversal panels and the dimension table every N evaluations (0: never)
     panel_faces: int = 3  # reference val faces in the traversal panels
     panel_steps: int = 7  # values per traversal row
     panel_span: float = 3.0  # each dim is swept over mean ± span·σ of its aggregate posterior
     final_metrics: bool = False  # after the last epoch, also DCI, SAP and the β-VAE/FactorVAE scores (seconds)
+
+
+@dataclass
+class NVAEConfig:
+    """The hierarchy of the nvae task (celeb.models.hvae). Its objective, conditions, top group size
+    (cvae.latent_dim), width (cvae.width), likelihood (cvae.recon) and panels are the cvae
+    section's, shared by both VAE families, so that β means the same in both."""
+
+    scales: int = field(default=2, metadata=at_least(1))  # latent scales from 8x8 up (at 64 px: 8, 16)
+    groups: int = field(default=2, metadata=at_least(1))  # latent groups per scale
+    latent_channels: int = field(default=8, metadata=at_least(1))  # channels of each spatial latent group
+    cells: int = field(default=1, metadata=at_least(1))  # residual cells per resolution (the depth)
+    residual_posterior: bool = True  # q as an offset from the prior (NVAE's residual normal)
+    # coefficient of the spectral regulariser (raise it if training diverges)
+    spectral: float = field(default=0.01, metadata=at_least(0))
+    kl_balance: bool = True  # balance the groups' KL while the KL weight warms up
+    # > 0: after the last epoch also val/iw_bits_per_dim, the NLL by importance sampling with this many samples
+    iw_samples: int = field(default=0, metadata=at_least(0))
 
 
 @dataclass
@@ -69,7 +90,7 @@ class ClassifierConfig:
 
 @dataclass
 class TrainConfig:
-    task: Literal["cvae", "classifier"] = "cvae"
+    task: Literal["cvae", "nvae", "classifier"] = "cvae"
     seed: int = 0
     epochs: int = 10
     batch_size: int = 64
@@ -93,13 +114,14 @@ class TrainConfig:
     num_recon: int = 16  # CVAE: val images shown with their reconstructions
     data: DataConfig = field(default_factory=DataConfig)
     cvae: CVAEConfig = field(default_factory=CVAEConfig)
+    nvae: NVAEConfig = field(default_factory=NVAEConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
 
     def __post_init__(self) -> None:
         check_values(self)
 
 
-SECTIONS: dict[str, type] = {"data": DataConfig, "cvae": CVAEConfig, "classifier": ClassifierConfig}
+SECTIONS: dict[str, type] = {"data": DataConfig, "cvae": CVAEConfig, "nvae": NVAEConfig, "classifier": ClassifierConfig}
 
 
 # Keys that were renamed: old key -> (new key, old value -> new value). Saved configs (checkpoints,

@@ -39,6 +39,14 @@ def augment_seed(seed: int, epoch: int) -> int:
     return stream_seed(seed, epoch, AUGMENT_STREAM)
 
 
+IMPORTANCE_STREAM = 0x1A5
+
+
+def importance_seed(seed: int) -> int:
+    """The posterior samples of a hierarchical VAE's importance-sampled NLL (celeb.training.nvae_task)."""
+    return stream_seed(seed, IMPORTANCE_STREAM)
+
+
 def noise_seed(seed: int, epoch: int) -> int:
     """The reparameterisation noise of one epoch (epoch -1: evaluation)."""
     return (seed * 1_000_003 + epoch + 7) % 2**63

@@ -653,6 +653,22 @@ def test_fused_trials_train_as_they_do_alone_and_leave_their_group_when_asha_sto
     assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a.get("namespace") == "celeb-fused"]
 
 
+@pytest.mark.slow
+def test_the_nvae_sweep_spec_runs_ranked_by_bits_per_dim(tmp_path, local_ray, synthetic_data):
+    spec = yaml.safe_load((REPO / "sweeps" / "nvae.yaml").read_text())
+    fixed = {**spec["fixed"], "epochs": 2, "max_train_batches": 2, "batch_size": 16, "eval_batch_size": 64,
+             "num_recon": 0, "cvae": {**spec["fixed"]["cvae"], "latent_dim": 4, "width": 4, "panel_every": 0},
+             "nvae": {"scales": 1, "groups": 1, "latent_channels": 2, "cells": 1}}
+    overrides = {"data_dir": str(synthetic_data), "storage_path": str(tmp_path / "runs"), "num_trials": 2,
+                 "max_concurrent": 2, "resources": {"cpu": 1, "gpu": 0}, "fixed": fixed,
+                 "asha": {"max_t": 2, "grace_period": 1, "reduction_factor": 2}, "wandb": {"mode": "disabled"}}
+    table = run_sweep(REPO / "sweeps" / "nvae.yaml", overrides=overrides)
+    assert len(table) == 2 and table["best"].between(1, 12).all()  # bits per sub-pixel, not nats per image
+    assert table["best"].is_monotonic_increasing  # ranked, lowest bits/dim first
+    rows = results_of(tmp_path / "runs" / "nvae")
+    assert all("val/kl_top" in r and "val/bits_per_dim" in r for history in rows.values() for r in history)
+
+
 # ----------------------------------------------------------------------------- a lost node
 
 

@@ -19,6 +19,7 @@ from celeb.data.dataset import CelebData
 from celeb.data.splits import MAX_POS_WEIGHT, positive_weight_array
 from celeb.training.classifier_task import ClassifierTask
 from celeb.training.cvae_task import CVAETask
+from celeb.training.nvae_task import NVAETask
 from celeb.training.loop import NonFiniteLossError, fit
 from celeb.training.tracking import LocalTracker, read_metrics
 
@@ -60,7 +61,7 @@ def data16() -> CelebData:
 
 
 def data_for(task: str, data64: CelebData, data16: CelebData) -> CelebData:
-    return data64 if task == "cvae" else data16  # the CVAE needs 64 px; the classifier is fastest small
+    return data16 if task == "classifier" else data64  # the VAEs need 64 px; the classifier is fastest small
 
 
 def losses(history: list[dict]) -> list[tuple[float, ...]]:
@@ -70,7 +71,7 @@ def losses(history: list[dict]) -> list[tuple[float, ...]]:
 # ----------------------------------------------------------------------------- determinism, resume
 
 
-@pytest.mark.parametrize("task", ["cvae", "classifier"])
+@pytest.mark.parametrize("task", ["cvae", "nvae", "classifier"])
 def test_same_seed_same_losses_other_seed_other_losses(task, data64, data16):
     data = data_for(task, data64, data16)
     first = fit(tiny(task, epochs=2), data)
@@ -85,7 +86,7 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("task", ["cvae", "classifier"])
+@pytest.mark.parametrize("task", ["cvae", "nvae", "classifier"])
 def test_resumed_run_ends_bit_identical_to_uninterrupted_run(task, data64, data16, tmp_path):
     data = data_for(task, data64, data16)
     config = tiny(task, epochs=3)
@@ -314,6 +315,8 @@ def test_each_task_reports_the_metrics_it_declares(data64, data16):
     cvae = fit(tiny("cvae", epochs=2, max_train_batches=1, **{"cvae.final_metrics": True}), data64).history
     assert set(CVAETask.epoch_metrics) <= set(cvae[0]) and set(CVAETask.epoch_metrics) <= set(cvae[-1])
     assert set(CVAETask.final_metrics) <= set(cvae[-1]) and not set(CVAETask.final_metrics) & set(cvae[0])
+    nvae = fit(tiny("nvae", epochs=1, max_train_batches=1), data64).history
+    assert set(NVAETask.epoch_metrics) <= set(nvae[-1])
     classifier = fit(tiny("classifier", epochs=1, max_train_batches=1), data16).history
     assert set(ClassifierTask.epoch_metrics + ClassifierTask.final_metrics) <= set(classifier[-1])
 

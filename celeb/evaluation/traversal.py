@@ -97,7 +97,7 @@ def traversal_panel(model: nn.Module, x: Tensor, cond: Tensor | None, values: np
         z = mu.repeat_interleave(steps, dim=0)  # (R*S, D): each face S times
         z[:, d] = torch.as_tensor(values[d], dtype=z.dtype, device=z.device).repeat(num_refs)
         c = cond.repeat_interleave(steps, dim=0) if cond is not None else None
-        images = torch.sigmoid(model.decode(z, c)).float().cpu()
+        images = model.decode_images(z, c).float().cpu()
         if kl_per_dim[d] <= active_threshold:
             images = 0.35 * images + 0.65 * 0.8  # greyed: a collapsed dim
         rows.append(images)
@@ -125,9 +125,19 @@ def condition_panel(model: nn.Module, x: Tensor, cond: Tensor, names: Sequence[s
     for k in range(cond.shape[1]):
         c = cond.repeat_interleave(steps, dim=0).clone()
         c[:, k] = sweep
-        rows.append(torch.sigmoid(model.decode(z, c)).float().cpu())
+        rows.append(model.decode_images(z, c).float().cpu())
     grid = make_grid(torch.cat(rows), nrow=num_refs * steps, padding=PADDING, pad_value=1.0)
     return with_row_labels(grid, [f"{name}: off → on" for name in names])
+
+
+@torch.no_grad()
+def group_panel(model: nn.Module, x: Tensor, cond: Tensor | None, group: int, steps: int = 7,
+                span: float = 3.0) -> Tensor:
+    """One row per channel of a hierarchical VAE's lower latent group `group` (HierarchicalVAE.traverse_group):
+    the R faces one after another, `steps` values each, from -span to +span prior σ."""
+    images = model.traverse_group(x, cond, group, steps=steps, span=span).float().cpu()
+    grid = make_grid(images, nrow=len(x) * steps, padding=PADDING, pad_value=1.0)
+    return with_row_labels(grid, [f"group {group} ch {c}" for c in range(len(images) // (len(x) * steps))])
 
 
 @torch.no_grad()

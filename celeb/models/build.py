@@ -11,6 +11,7 @@ from torch import nn
 from celeb.config import TrainConfig
 from celeb.models.classifier import build_classifier
 from celeb.models.cvae import ConditionalVAE, effective_beta
+from celeb.models.hvae import HierarchicalVAE
 from celeb.data.schema import ATTRIBUTE_NAMES
 
 
@@ -24,7 +25,13 @@ def build_model(config: TrainConfig, image_size: int | None = None, pretrained: 
     size = image_size if image_size is not None else config.data.image_size
     if config.task == "cvae":
         c = config.cvae
-        return ConditionalVAE(image_size=size, latent_dim=c.latent_dim, width=c.width, cond_dim=len(c.conditions))
+        return ConditionalVAE(image_size=size, latent_dim=c.latent_dim, width=c.width, cond_dim=len(c.conditions),
+                              recon=c.recon)
+    if config.task == "nvae":
+        c, n = config.cvae, config.nvae
+        return HierarchicalVAE(image_size=size, latent_dim=c.latent_dim, width=c.width, cond_dim=len(c.conditions),
+                               scales=n.scales, groups=n.groups, latent_channels=n.latent_channels, cells=n.cells,
+                               residual_posterior=n.residual_posterior, recon=c.recon)
     c = config.classifier
     return build_classifier(c.backbone, num_outputs=len(ATTRIBUTE_NAMES),
                             pretrained=c.pretrained if pretrained is None else pretrained,

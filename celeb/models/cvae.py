@@ -4,7 +4,8 @@ Objective, written out (Kingma & Welling's SGVB with the reparameterisation tric
 
     q(z | x, c) = N(mu, diag(exp(logvar)))        encoder, c = attribute vector (cond)
     z = mu + exp(logvar / 2) * eps,  eps ~ N(0, I)
-    p(x | z, c) = Bernoulli(sigmoid(logits))      decoder ("bce"), or a Gaussian ("mse")
+    p(x | z, c) = Bernoulli(sigmoid(logits))      decoder ("bce"), a Gaussian ("mse") or a
+                                                  discretised logistic ("logistic"; celeb.models.likelihood)
     loss = recon + beta * KL(q(z | x, c) || N(0, I))           (Higgins et al., β-VAE)
     loss = recon + beta * |KL - C|                             (Burgess et al., capacity C > 0)
 
@@ -26,11 +27,11 @@ import math
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from celeb.models.likelihood import check_recon, output_images, output_layer, reconstruction_nll
+
 IMAGE_SIZES = (64, 128)
-RECON_LOSSES = ("bce", "mse")
 _BASE_RESOLUTION = 4  # the encoder stops halving at 4x4
 
 
@@ -70,8 +71,10 @@ def _up(c_in: int, c_out: int) -> nn.Sequential:
 class ConditionalVAE(nn.Module):
     """β-VAE on (B,3,H,W) images in [0,1], optionally conditioned on a (B, cond_dim) attribute vector."""
 
-    def __init__(self, image_size: int = 64, latent_dim: int = 64, width: int = 32, cond_dim: int = 0):
+    def __init__(self, image_size: int = 64, latent_dim: int = 64, width: int = 32, cond_dim: int = 0,
+                 recon: str = "bce"):
         super().__init__()
+        check_recon(recon)
         if image_size not in IMAGE_SIZES:
             raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {image_size}")
         if latent_dim < 1 or width < 1 or cond_dim < 0:
@@ -80,6 +83,7 @@ class ConditionalVAE(nn.Module):
                 f"got latent_dim={latent_dim}, width={width}, cond_dim={cond_dim}"
             )
         self.image_size, self.latent_dim, self.width, self.cond_dim = image_size, latent_dim, width, cond_dim
+        self.recon = recon
 
         levels = int(math.log2(image_size // _BASE_RESOLUTION))  # 4 at 64 px, 5 at 128 px
         channels = [width * 2**i for i in range(levels)]  # k, 2k, 4k, 8k (, 16k)
@@ -92,7 +96,7 @@ class ConditionalVAE(nn.Module):
         ups = channels[::-1] + [width]  # 8k -> 4k -> 2k -> k -> k: one upsampling per level
         self.decoder = nn.Sequential(
             *[_up(c_in, c_out) for c_in, c_out in zip(ups, ups[1:])],
-            nn.Conv2d(width, 3, 3, padding=1),
+            output_layer(width, recon),
         )
 
     # -- the two halves ------------------------------------------------------------------------
@@ -106,7 +110,7 @@ class ConditionalVAE(nn.Module):
         return mu, logvar
 
     def decode(self, z: Tensor, cond: Tensor | None) -> Tensor:
-        """Decoder logits (B,3,H,W) for latents z (B, latent_dim); sigmoid gives images."""
+        """Decoder outputs (B,C,H,W) for latents z (B, latent_dim); `decode_images` gives images."""
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"z must have shape (B, {self.latent_dim}), got {tuple(z.shape)}")
         h = self.from_latent(self._with_cond(z, cond))
@@ -127,22 +131,28 @@ class ConditionalVAE(nn.Module):
     def reconstruct(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """Images in [0,1] decoded from the posterior mean (no sampling noise)."""
         mu, _ = self.encode(x, cond)
-        return torch.sigmoid(self.decode(mu, cond))
+        return self.decode_images(mu, cond)
+
+    def decode_images(self, z: Tensor, cond: Tensor | None) -> Tensor:
+        """Images in [0,1] for latents z: what the decoder's likelihood stands for."""
+        return output_images(self.decode(z, cond), self.recon)
 
     @torch.no_grad()
-    def sample(self, n: int, cond: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """`n` images in [0,1] from the prior; `cond` is (n, cond_dim) or one (cond_dim,) row for all."""
+    def sample(self, n: int, cond: Tensor | None = None, generator: torch.Generator | None = None,
+               temperature: float = 1.0) -> Tensor:
+        """`n` images in [0,1] from the prior (its σ scaled by `temperature`); `cond` is (n, cond_dim)
+        or one (cond_dim,) row for all."""
         param = next(self.parameters())
         if cond is not None and cond.ndim == 1:
             cond = cond.unsqueeze(0).expand(n, -1)
-        z = standard_normal((n, self.latent_dim), param, generator)
-        return torch.sigmoid(self.decode(z, cond))
+        z = temperature * standard_normal((n, self.latent_dim), param, generator)
+        return self.decode_images(z, cond)
 
     @torch.no_grad()
     def edit(self, x: Tensor, cond: Tensor, new_cond: Tensor) -> Tensor:
         """Attribute editing: encode x under `cond`, decode its posterior mean under `new_cond`."""
         mu, _ = self.encode(x, cond)
-        return torch.sigmoid(self.decode(mu, new_cond))
+        return self.decode_images(mu, new_cond)
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -177,19 +187,11 @@ def standard_normal(shape: tuple[int, ...] | torch.Size, like: Tensor, generator
 def vae_loss(out: VAEOutput, x: Tensor, beta: float, capacity: float = 0.0, recon: str = "bce") -> VAELoss:
     """Negative ELBO with a β-weighted KL (and an optional KL capacity target C).
 
-    recon: "bce" = Bernoulli likelihood, binary cross-entropy with logits summed over pixels;
-    "mse" = squared error of sigmoid(logits) against x summed over pixels. Both, like the KL
-    (summed over latent dims), are per image and averaged over the batch. Computed in float32
-    so bf16 autocast does not round the sums.
+    recon: the decoder's likelihood (celeb.models.likelihood: "bce", "mse" or "logistic"); its
+    term, like the KL (summed over latent dims), is per image and averaged over the batch.
+    Computed in float32 so bf16 autocast does not round the sums.
     """
-    if recon not in RECON_LOSSES:
-        raise ValueError(f"recon must be one of {RECON_LOSSES}, got {recon!r}")
-    logits, x = out.logits.float(), x.float()
-    if recon == "bce":
-        per_pixel = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
-    else:
-        per_pixel = (torch.sigmoid(logits) - x) ** 2
-    recon_loss = per_pixel.flatten(1).sum(1).mean()
+    recon_loss = reconstruction_nll(out.logits, x, recon).mean()
 
     mu, logvar = out.mu.float(), out.logvar.float()
     kl_per_dim = (0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)).mean(0)

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 import torch
 
-from celeb.config import TrainConfig
+from celeb.config import LATENT_TASKS, TrainConfig
 from celeb.models.build import build_model
 from celeb.models.cvae import VAEOutput, vae_loss
+from celeb.models.hvae import hvae_loss
 
 CONTEXT_BYTES = 600 * 2**20  # a CUDA context and cuDNN/cuBLAS workspaces, per process
 SLACK = 1.2  # the caching allocator's fragmentation and rounding
@@ -54,7 +55,7 @@ def estimate_training_memory(config: TrainConfig) -> MemoryEstimate:
     with torch.device("meta"):
         model = build_model(config, pretrained=False)
         x = torch.empty(config.batch_size, 3, config.data.image_size, config.data.image_size)
-        cond = torch.empty(config.batch_size, len(config.cvae.conditions)) if config.task == "cvae" else None
+        cond = torch.empty(config.batch_size, len(config.cvae.conditions)) if config.task in LATENT_TASKS else None
     parameters = sum(p.numel() for p in model.parameters())
     saved = 0
 
@@ -70,10 +71,13 @@ def estimate_training_memory(config: TrainConfig) -> MemoryEstimate:
         model, x = model.to(half), x.to(half)
         cond = cond.to(half) if cond is not None else None
     with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
+        cond = cond if cond is not None and cond.shape[1] else None
         if config.task == "cvae":
-            out = model(x, cond if cond is not None and cond.shape[1] else None, eps=torch.empty(
-                config.batch_size, config.cvae.latent_dim, device="meta", dtype=x.dtype))
+            out = model(x, cond, eps=torch.empty(config.batch_size, config.cvae.latent_dim, device="meta", dtype=x.dtype))
             vae_loss(VAEOutput(*out), x, 1.0, recon=config.cvae.recon)
+        elif config.task == "nvae":
+            eps = [torch.empty(shape, device="meta", dtype=x.dtype) for shape in model.noise_shapes(config.batch_size)]
+            hvae_loss(model(x, cond, eps=eps), x, 1.0, 0.0, config.cvae.recon, model.group_sizes(), balance=False)
         else:
             model(x)
     return MemoryEstimate(parameters=parameters, activations=saved)

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from celeb import storage
-from celeb.config import config_from_dict, flatten
+from celeb.config import LATENT_TASKS, config_from_dict, flatten
 from celeb.models import config_beta
 from celeb.training import sealed
 from celeb.training.checkpoint import META_FILE, STATE_FILE
@@ -27,7 +27,7 @@ ID_COLUMNS = ("rank", "trial", "epoch", "step", "task", "seed", "checkpoint")
 # Config values worth a column even when every trial shares them (a reader wants to see the β).
 INTERESTING_KEYS = ("cvae.beta", "cvae.beta_norm", "cvae.capacity", "cvae.latent_dim", "cvae.width",
                     "classifier.backbone", "classifier.dropout", "lr", "batch_size", "weight_decay")
-TASK_SECTIONS = {"cvae": "cvae.", "classifier": "classifier."}
+TASK_SECTIONS = {"cvae": ("cvae.",), "nvae": ("cvae.", "nvae."), "classifier": ("classifier.",)}  # the config each uses
 
 
 def find_checkpoints(roots: Sequence[str | Path]) -> pd.DataFrame:
@@ -119,13 +119,13 @@ def checkpoint_row(trial: str, directory: str | Path, meta: dict[str, Any]) -> d
     """One leaderboard row (config values under "config" until `checkpoint_table` picks the columns)."""
     config = flatten(meta["config"])
     task = config.get("task", "cvae")
-    other_sections = tuple(prefix for name, prefix in TASK_SECTIONS.items() if name != task)
+    other_sections = tuple({p for prefixes in TASK_SECTIONS.values() for p in prefixes} - set(TASK_SECTIONS[task]))
     own = {k: v for k, v in config.items() if not k.startswith(other_sections) and k not in ("task", "seed")}
     row = {"trial": trial, "checkpoint": str(directory), "epoch": meta["epoch"], "step": meta.get("step"),
            "task": task, "seed": config.get("seed"), "config": own}
     metrics = {(f"train/{k}" if k in row["config"] else k): v for k, v in (meta.get("metrics") or {}).items()
                if isinstance(v, (int, float)) and k not in ("epoch", "step")}
-    if task == "cvae" and "beta" not in metrics:
+    if task in LATENT_TASKS and "beta" not in metrics:
         metrics["beta"] = config_beta(config_from_dict(meta["config"]))
     row["metrics"] = metrics
     return row

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,8 +20,9 @@ import pandas as pd
 import torch
 
 from celeb.atomic import atomic_path, write_text_atomic
-from celeb.config import TrainConfig
+from celeb.config import LATENT_TASKS, TrainConfig
 from celeb.evaluation.dimensions import LABEL_MIN_MI
+from celeb.evaluation.traversal import conditions_of, group_panel, images_as_tensor
 from celeb.review.discover import read_meta
 from celeb.review.export import LoadedModel, load_model
 
@@ -76,8 +78,8 @@ def review_model(loaded: LoadedModel, eval_set: EvalSet, faces: int = PAGE_FACES
     from celeb.synth import ATTRIBUTE_FACTORS
     from celeb.evaluation.latents import review_latents
 
-    if loaded.task != "cvae":
-        raise ValueError(f"{loaded.source} is a {loaded.task} checkpoint; latent traversals need a cvae checkpoint")
+    if loaded.task not in LATENT_TASKS:
+        raise ValueError(f"{loaded.source} is a {loaded.task} checkpoint; latent traversals need a cvae or nvae checkpoint")
     c = loaded.config.cvae
     with torch.no_grad():
         return review_latents(loaded.model, eval_set.images, eval_set.labels, eval_set.attribute_names,
@@ -108,22 +110,38 @@ class TraversalResult:
 
 def write_traversal(checkpoint: str | Path, out_dir: str | Path | None = None, data_dir: str | Path | None = None,
                     faces: int = 4, steps: int = 7, span: float = 3.0, active_only: bool = False,
-                    num_eval_images: int = 2000) -> TraversalResult:
+                    num_eval_images: int = 2000, groups: Sequence[int] = ()) -> TraversalResult:
     """traversal.png, conditions.png (conditional models), reconstructions.png, kl_per_dim.png and
-    dimensions.csv of one CVAE checkpoint (folder or exported file), on up to `num_eval_images` val
-    images. `out_dir` defaults to CHECKPOINT_DIR/traverse or <file stem>_traverse beside the file."""
+    dimensions.csv of one CVAE or hierarchical VAE checkpoint (folder or exported file), on up to
+    `num_eval_images` val images; for a hierarchical VAE also group_G.png for each of `groups` (its
+    lower latent groups, channel by channel). `out_dir` defaults to CHECKPOINT_DIR/traverse or
+    <file stem>_traverse beside the file."""
     checkpoint = Path(checkpoint)
     loaded = load_model(checkpoint)
-    if loaded.task != "cvae":
-        raise ValueError(f"{checkpoint} is a {loaded.task} checkpoint; `celeb traverse` needs a cvae checkpoint")
+    if loaded.task not in LATENT_TASKS:
+        raise ValueError(f"{checkpoint} is a {loaded.task} checkpoint; `celeb traverse` needs a cvae or nvae checkpoint")
     out = Path(out_dir) if out_dir is not None else (
         checkpoint / "traverse" if checkpoint.is_dir() else checkpoint.with_name(f"{checkpoint.stem}_traverse"))
     eval_set = eval_images(loaded.config, data_dir, num_eval_images)
     review = review_model(loaded, eval_set, faces=faces, steps=steps, span=span, include_inactive=not active_only)
-    files = [save_png(image, out / f"{name}.png") for name, image in review.images.items()]
+    if groups and loaded.task != "nvae":
+        raise ValueError(f"{checkpoint} is a {loaded.task} checkpoint; --group traverses a hierarchical VAE's (nvae) groups")
+    images = dict(review.images)
+    for group in groups:
+        x, cond = reference_faces(loaded, eval_set, faces)
+        images[f"group_{group}"] = group_panel(loaded.model, x, cond, group, steps=steps, span=span)
+    files = [save_png(image, out / f"{name}.png") for name, image in images.items()]
     csv_path = out / "dimensions.csv"
     write_text_atomic(csv_path, review.dimensions.to_csv(index=False))
     return TraversalResult(out_dir=out, files=files + [csv_path], review=review, loaded=loaded)
+
+
+def reference_faces(loaded: LoadedModel, eval_set: EvalSet, faces: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The first `faces` eval images and their condition vectors, as the review's panels use them."""
+    device = next(loaded.model.parameters()).device
+    cond_index = [eval_set.attribute_names.index(name) for name in loaded.config.cvae.conditions]
+    return (images_as_tensor(eval_set.images[:faces], device),
+            conditions_of(eval_set.labels[:faces], cond_index, device))
 
 
 def save_png(image: torch.Tensor | np.ndarray, path: Path) -> Path:
@@ -153,7 +171,7 @@ def review_card(row: dict[str, Any], data_dir: str | Path | None, num_eval_image
     card = Card(row=row)
     try:
         card.config = read_meta(row["checkpoint"])["config"]
-        if row["task"] != "cvae":
+        if row["task"] not in LATENT_TASKS:
             return card
         loaded = load_model(row["checkpoint"])
         eval_set = cached_eval_images(loaded.config, data_dir, num_eval_images, cache)

@@ -17,10 +17,10 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from celeb.config import valid_keys
+from celeb.config import LATENT_TASKS, valid_keys
 from celeb.review.discover import ID_COLUMNS
 
-MIN_WORDS = ("loss", "mse", "recon", "kl", "elbo", "error")  # "neg_elbo" is a loss
+MIN_WORDS = ("loss", "mse", "recon", "kl", "elbo", "error", "bits")  # "neg_elbo" is a loss; bits per dim
 MAX_WORDS = ("mig", "dci", "sap", "score", "accuracy", "auroc", "auc", "f1", "precision", "recall")
 HELD_OUT_CVAE = "val/loss (each trial's own objective), val/mse or val/mig_fixed"
 
@@ -104,10 +104,10 @@ def check_metric(table: pd.DataFrame, metric: str) -> None:
 
 
 def refuse_other_kl_weight(table: pd.DataFrame, metric: str) -> None:
-    """Refuse the β = 1 ELBO for CVAE trials whose own objective weighs the KL differently."""
-    if "elbo" not in metric.lower() or "beta" not in table:
+    """Refuse the β = 1 ELBO (and its bits/dim) for VAE trials whose own objective weighs the KL differently."""
+    if not any(word in metric.lower() for word in ("elbo", "bits_per_dim")) or "beta" not in table:
         return
-    cvae = table[table["task"] == "cvae"]
+    cvae = table[table["task"].isin(LATENT_TASKS)]
     capacity = cvae["cvae.capacity"].fillna(0) if "cvae.capacity" in cvae else pd.Series(0.0, index=cvae.index)
     other = cvae[~np.isclose(cvae["beta"].astype(float), 1.0) | (capacity > 0)]
     if other.empty:
@@ -129,7 +129,7 @@ def ranking_notes(table: pd.DataFrame, metric: str) -> list[str]:
     if rows["task"].nunique() > 1:
         notes.append(f"{metric} ranks {' and '.join(sorted(rows['task'].unique()))} checkpoints together; "
                      "review one task per call for a meaningful order")
-    notes += kl_weight_notes(rows[rows["task"] == "cvae"], metric)
+    notes += kl_weight_notes(rows[rows["task"].isin(LATENT_TASKS)], metric)
     if metric.startswith("train/"):
         notes.append(f"{metric} is measured on augmented training batches (during KL warm-up with a smaller KL "
                      "weight); prefer a val/ metric")

@@ -353,6 +353,10 @@ def _check_metric(spec: SweepSpec) -> None:
         close = difflib.get_close_matches(spec.metric, known, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"a {spec.task} trial reports: {', '.join(known)}"
         raise ConfigError(f"sweep key 'metric': a {spec.task} trial does not report '{spec.metric}'; {hint}", "metric")
+    if spec.metric == "val/bits_per_dim" and (spec.fixed.get("cvae.recon", "bce") != "logistic"
+                                             or "cvae.recon" in {p.name for p in spec.search}):
+        raise ConfigError("'val/bits_per_dim' is a likelihood bound only with the discretised logistic: fix "
+                          "'cvae.recon: logistic' in 'fixed' (with bce or mse it is not comparable)", "metric")
     if spec.metric in task.final_metrics:
         if not spec.fixed.get("cvae.final_metrics"):
             raise ConfigError(f"'{spec.metric}' is reported only with 'cvae.final_metrics: true' in 'fixed' "

@@ -44,6 +44,10 @@ class Visuals:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
+DIVERGENCE_ADVICE = ("Lower the learning rate (lr), set grad_clip (e.g. 1.0), or use amp: none and resume "
+                     "from the checkpoint.")
+
+
 class Task(Protocol):
     """A model family as the loop sees it."""
 
@@ -51,6 +55,7 @@ class Task(Protocol):
     # last epoch when the config asks for them; tests check them against what `evaluate` returns.
     epoch_metrics: ClassVar[tuple[str, ...]]
     final_metrics: ClassVar[tuple[str, ...]]
+    divergence_advice: ClassVar[str]  # how to fix a run whose loss became NaN (NonFiniteLossError's message)
     augment: str  # the training batches' augmentation (celeb.data.augment)
 
     def build_model(self) -> nn.Module: ...

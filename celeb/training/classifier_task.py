@@ -16,7 +16,7 @@ from celeb.data.loader import BatchLoader
 from celeb.data.splits import positive_weight_array
 from celeb.evaluation.classification import attribute_metrics, majority_baseline
 from celeb.models import build_model, classifier_loss, input_size, parameter_groups
-from celeb.training.adapter import At, Evaluation, Visuals, image_size_of, split_indices
+from celeb.training.adapter import DIVERGENCE_ADVICE, At, Evaluation, Visuals, image_size_of, split_indices
 
 
 class ClassifierTask:
@@ -24,6 +24,7 @@ class ClassifierTask:
 
     epoch_metrics: ClassVar[tuple[str, ...]] = ("val/loss", "val/accuracy", "val/balanced_accuracy", "val/auroc",
                                                 "train/loss")
+    divergence_advice: ClassVar[str] = DIVERGENCE_ADVICE
     final_metrics: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: TrainConfig, data: CelebData, device: torch.device) -> None:

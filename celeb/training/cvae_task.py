@@ -11,7 +11,6 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from celeb.config import TrainConfig
@@ -20,9 +19,10 @@ from celeb.data.loader import BatchLoader
 from celeb.evaluation.latents import fixed_metrics, score_latents
 from celeb.evaluation.traversal import ACTIVE_DIM_NATS, latent_panels, reconstruction_panel
 from celeb.models import build_model, capacity_schedule, config_beta, kl_weight_schedule, standard_normal, vae_loss
+from celeb.models.likelihood import bits_per_dim, mean_image_output, reconstruction_nll
 from celeb.seeds import noise_seed
-from celeb.training.adapter import (At, Evaluation, Visuals, image_size_of, images_to_tensor, mean_image,
-                                    split_indices)
+from celeb.training.adapter import (DIVERGENCE_ADVICE, At, Evaluation, Visuals, image_size_of, images_to_tensor,
+                                    mean_image, split_indices)
 
 
 @dataclass
@@ -40,10 +40,11 @@ class CVAETask:
     """Conditional β-VAE: loss = recon + β·KL (or β·|KL − C| with a capacity schedule)."""
 
     epoch_metrics: ClassVar[tuple[str, ...]] = (
-        "val/loss", "val/recon", "val/kl", "val/mse", "val/neg_elbo", "val/active_dims",
+        "val/loss", "val/recon", "val/kl", "val/mse", "val/neg_elbo", "val/bits_per_dim", "val/active_dims",
         "val/mig_fixed", "val/labelled_dims",  # against the attributes the model is not conditioned on
         "train/loss", "train/recon", "train/kl")
     # with cvae.final_metrics, after the last epoch (a few seconds; so not for ASHA)
+    divergence_advice: ClassVar[str] = DIVERGENCE_ADVICE
     final_metrics: ClassVar[tuple[str, ...]] = (
         "val/dci_disentanglement_fixed", "val/dci_completeness_fixed", "val/dci_informativeness_fixed",
         "val/sap_fixed", "val/beta_vae_approx", "val/factor_vae_approx")
@@ -86,10 +87,19 @@ class CVAETask:
         CUDA graph, cannot draw from a generator): the numbers the model itself would draw."""
         return standard_normal((x.shape[0], self.config.cvae.latent_dim), x, generator)
 
+    def objective(self, model: nn.Module, x: Tensor, cond: Tensor | None, noise: torch.Generator, kl_weight: float,
+                  capacity: float, training: bool) -> tuple[Any, Any]:
+        """One forward pass and its loss parts (total, recon, kl, kl_per_dim, ...)."""
+        out = model(x, cond, eps=self.noise(x, noise))
+        return out, vae_loss(out, x, kl_weight, capacity, recon=self.config.cvae.recon)
+
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, at: At, noise: torch.Generator) -> tuple[Tensor, dict]:
-        out = model(x, self.cond(y), eps=self.noise(x, noise))
-        parts = vae_loss(out, x, self.kl_weight(at), self.capacity(at), recon=self.config.cvae.recon)
+        _, parts = self.objective(model, x, self.cond(y), noise, self.kl_weight(at), self.capacity(at), training=True)
         return parts.total, {"recon": parts.recon, "kl": parts.kl}
+
+    def batch_sums(self, parts: Any, b: int) -> dict[str, Tensor]:
+        """What evaluation sums over val batches (then divides by the images), besides the images' own."""
+        return {"loss": parts.total * b, "recon": parts.recon * b, "kl": parts.kl * b}
 
     def train_extras(self, at: At) -> dict[str, float]:
         return {"beta": self.beta, "kl_weight": self.kl_weight(at), "capacity": self.capacity(at)}
@@ -102,16 +112,16 @@ class CVAETask:
         kl_per_dim: Tensor | float = 0.0
         n = 0
         mus, logvars, labels = [], [], []
-        mean_logits = torch.logit(self.mean_image, eps=1e-6)
+        recon = self.config.cvae.recon
         for x, y in loader:
             b, cond = x.shape[0], self.cond(y)
-            out = model(x, cond, eps=self.noise(x, noise))
-            parts = vae_loss(out, x, self.beta, self.capacity(at), recon=self.config.cvae.recon)
+            out, parts = self.objective(model, x, cond, noise, self.beta, self.capacity(at), training=False)
             recon_images = model.reconstruct(x, cond).float()
-            batch = {"loss": parts.total * b, "recon": parts.recon * b, "kl": parts.kl * b,
+            baseline = mean_image_output(self.mean_image, x, recon)
+            batch = {**self.batch_sums(parts, b),
                      "mse": (recon_images - x).square().mean(dim=(1, 2, 3)).sum(),
                      "baseline_mse": (self.mean_image - x).square().mean(dim=(1, 2, 3)).sum(),
-                     "baseline_recon": recon_error(mean_logits.expand_as(x), x, self.config.cvae.recon)}
+                     "baseline_recon": reconstruction_nll(baseline, x, recon).sum()}
             for name, value in batch.items():
                 sums[name] = sums.get(name, 0.0) + value.detach().float()
             kl_per_dim = kl_per_dim + parts.kl_per_dim.detach().float() * b
@@ -121,6 +131,8 @@ class CVAETask:
             labels.append(y.bool())
         metrics = {f"val/{k}": (v / n).item() for k, v in sums.items()}
         metrics["val/neg_elbo"] = metrics["val/recon"] + metrics["val/kl"]
+        # with recon: logistic a bound on the NLL in bits per sub-pixel; with bce or mse the same ratio of a non-likelihood
+        metrics["val/bits_per_dim"] = bits_per_dim(metrics["val/neg_elbo"], (3, self.image_size, self.image_size))
         per_dim = (kl_per_dim / n).cpu()
         metrics["val/kl_per_dim"] = per_dim.tolist()
         metrics["val/active_dims"] = int((per_dim > ACTIVE_DIM_NATS).sum())
@@ -162,10 +174,3 @@ class CVAETask:
             visuals.tables["dimensions"] = dimensions.drop(
                 columns=[k for k in dimensions if k.startswith(("mi_", "corr_"))])
         return visuals
-
-
-def recon_error(logits: Tensor, x: Tensor, kind: str) -> Tensor:
-    """Summed reconstruction error of the batch, matching vae_loss's per-image sums."""
-    if kind == "bce":
-        return F.binary_cross_entropy_with_logits(logits.float(), x, reduction="sum")
-    return (torch.sigmoid(logits.float()) - x).square().sum()

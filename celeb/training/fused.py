@@ -240,7 +240,8 @@ def find_non_finite(keys: list[str], runs: list[Run], losses: Tensor, ats: list[
     bad: dict[str, NonFiniteLossError] = {}
     for k, (key, run, at) in enumerate(zip(keys, runs, ats)):
         try:
-            check_finite(list(losses[:, k]), at, run.opt.optimizer, run.loop.last_checkpoint)
+            check_finite(list(losses[:, k]), at, run.opt.optimizer, run.loop.last_checkpoint,
+                         run.task.divergence_advice)
         except NonFiniteLossError as error:
             bad[key] = error
     return bad

@@ -1,4 +1,4 @@
-"""The local debug run behind `celeb train cvae|classifier CONFIG.yaml [--set key=value]`: no Ray.
+"""The local debug run behind `celeb train cvae|nvae|classifier CONFIG.yaml [--set key=value]`: no Ray.
 
 It loads the config and the data, runs `celeb.training.loop.fit` on the local GPU (or the CPU) with a
 progress bar, and leaves everything in one run dir:
@@ -26,7 +26,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from celeb.atomic import atomic_path, write_text_atomic
-from celeb.config import ConfigError, TrainConfig, config_to_dict, load_config, parse_override
+from celeb.config import LATENT_TASKS, ConfigError, TrainConfig, config_to_dict, load_config, parse_override
 from celeb.data.dataset import load_data
 from celeb.records import RecordKeeper, RunInfo, run_id_of
 from celeb.training import sealed
@@ -36,6 +36,7 @@ from celeb.training.tracking import LocalTracker
 
 SHOWN_METRICS = {
     "cvae": ("train/loss", "val/loss", "val/kl", "val/active_dims", "val/mse", "val/baseline_mse"),
+    "nvae": ("train/loss", "val/loss", "val/kl", "val/kl_top", "val/bits_per_dim", "val/active_dims", "val/mse"),
     "classifier": ("train/loss", "val/loss", "val/balanced_accuracy", "val/auroc",
                    "val/baseline_balanced_accuracy"),
 }
@@ -97,7 +98,7 @@ def run_local(task: str, config_path: Path, overrides: list[str], run_dir: Path 
                "final": result.metrics, "history": result.history}
     write_text_atomic(run_dir / "metrics.json", json.dumps(plain(summary), indent=2) + "\n")
     pictures = []
-    if task == "cvae":
+    if task in LATENT_TASKS:
         shown = {"reconstructions.png": "val originals above reconstructions",
                  "traversal.png": "one row per latent dim, most used first, each swept ±3σ",
                  "conditions.png": "each condition attribute swept off -> on",
@@ -138,7 +139,7 @@ def resume_point(checkpoint: Path) -> Path:
 def task_config(task: str, config_path: Path, overrides: list[str]) -> TrainConfig:
     """The config for `celeb train TASK`: a task written in the file or a --set must agree with TASK."""
     if task not in SHOWN_METRICS:
-        raise ConfigError(f"unknown task {task!r}; use cvae or classifier")
+        raise ConfigError(f"unknown task {task!r}; use {', '.join(SHOWN_METRICS)}")
     config = load_config(config_path, overrides)
     written = {key: value for key, value in map(parse_override, overrides) if key == "task"}
     raw = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}

@@ -34,7 +34,7 @@ from celeb.data.augment import make_augment
 from celeb.data.dataset import CelebData
 from celeb.data.loader import BatchLoader
 from celeb.seeds import noise_seed, seed_everything
-from celeb.training.adapter import At, Evaluation, Task, split_indices
+from celeb.training.adapter import DIVERGENCE_ADVICE, At, Evaluation, Task, split_indices
 from celeb.training.checkpoint import (capture_rng_state, checkpoint_name, load_checkpoint, prune_checkpoints,
                                        restore_rng_state, save_checkpoint)
 from celeb.training.runfolder import best_row
@@ -50,17 +50,14 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped and its last good checkpoint is kept."""
 
     def __init__(self, epoch: int, step: int, value: float, lr: float, last_checkpoint: Path | None,
-                 where: str = "training", global_step: int | None = None) -> None:
+                 where: str = "training", global_step: int | None = None, advice: str | None = None) -> None:
         self.epoch, self.step, self.value, self.last_checkpoint = epoch, step, value, last_checkpoint
-        self._args = (epoch, step, value, lr, last_checkpoint, where, global_step)
+        self._args = (epoch, step, value, lr, last_checkpoint, where, global_step, advice)
         kept = (f"the last good checkpoint is {last_checkpoint}" if last_checkpoint is not None
                 else "no checkpoint had been written yet")
         at = f"epoch {epoch}, step {step}" + (f" (global step {global_step})" if global_step is not None else "")
-        super().__init__(
-            f"the loss became {value} during {where} at {at}, lr {lr:.3g}; "
-            f"stopped, {kept}. Lower the learning rate (lr), set grad_clip (e.g. 1.0), "
-            "or use amp: none and resume from the checkpoint."
-        )
+        super().__init__(f"the loss became {value} during {where} at {at}, lr {lr:.3g}; stopped, {kept}. "
+                         + (advice or DIVERGENCE_ADVICE))
 
     def __reduce__(self) -> tuple[type, tuple]:
         # Ray pickles a trial's error to report it; the default reduce would call __init__ with the message.
@@ -242,7 +239,7 @@ def train_epoch(run: Run, progress: bool = False) -> dict[str, Any]:
             sums[name] = sums.get(name, 0.0) + value.detach().float()
         unchecked.append(loss.detach().float().clone())  # clone: a CUDA graph reuses its output buffers
         if len(unchecked) == run.runtime.check_every or i + 1 == steps:
-            last = check_finite(unchecked, at, opt.optimizer, loop.last_checkpoint)
+            last = check_finite(unchecked, at, opt.optimizer, loop.last_checkpoint, run.task.divergence_advice)
             unchecked = []
             bar.set_postfix(loss=f"{last:.4g}", refresh=False)
         bar.update(1)
@@ -271,7 +268,7 @@ def evaluate_epoch(run: Run) -> dict[str, Any]:
     metrics = evaluation.metrics
     if not math.isfinite(metrics["val/loss"]):
         raise NonFiniteLossError(epoch + 1, run.steps_per_epoch, metrics["val/loss"], opt.lr, loop.last_checkpoint,
-                                 where="evaluation", global_step=loop.step)
+                                 where="evaluation", global_step=loop.step, advice=run.task.divergence_advice)
     run.tracker.log_images(visuals.images, loop.step)
     for name, table in visuals.tables.items():
         run.tracker.log_table(name, table, loop.step)
@@ -304,7 +301,7 @@ def save_epoch(run: Run, metrics: dict[str, Any]) -> None:
 
 
 def check_finite(losses: list[Tensor], at: At, optimizer: torch.optim.Optimizer,
-                 last_checkpoint: Path | None) -> float:
+                 last_checkpoint: Path | None, advice: str | None = None) -> float:
     """Raise NonFiniteLossError naming the first bad step among the recent `losses` (the last of
     which was step `at`); else return the last loss."""
     values = torch.stack(losses).cpu()
@@ -313,7 +310,7 @@ def check_finite(losses: list[Tensor], at: At, optimizer: torch.optim.Optimizer,
         back = len(losses) - int(bad[0])  # 1 for the last step
         raise NonFiniteLossError(at.epoch + 1, at.step_in_epoch - back + 2, values[-back].item(),
                                  optimizer.param_groups[0]["lr"], last_checkpoint,
-                                 global_step=at.global_step - back + 2)
+                                 global_step=at.global_step - back + 2, advice=advice)
     return values[-1].item()
 
 
