@@ -68,7 +68,7 @@ def test_validate_keys_checks_a_search_space_without_building():
     ("epochs", 2.5, "must be an integer"),
     ("epochs", True, "must be an integer"),  # YAML's `true` is no count
     ("compile", "yes", "must be true/false"),
-    ("task", "vae", "must be one of 'cvae', 'classifier'"),
+    ("task", "vae", "must be one of 'cvae', 'nvae', 'classifier'"),
     ("cvae.conditions", [1, 2], "must be a list of strings"),
     ("classifier.pretrained", 3, "must be true/false or a string"),
     ("early_stopping_patience", "3", "must be an integer or null"),

@@ -589,7 +589,7 @@ def test_cli_errors_are_one_clear_line(roots, table, tmp_path, capsys):
     assert "refusing to rank on val/neg_elbo" in capsys.readouterr().err
     classifier = find_checkpoints([roots["cls"]]).iloc[0]["checkpoint"]
     assert main(["traverse", classifier]) == 2
-    assert "is a classifier checkpoint; `celeb traverse` needs a cvae checkpoint" in capsys.readouterr().err
+    assert "is a classifier checkpoint; `celeb traverse` needs a cvae or nvae checkpoint" in capsys.readouterr().err
     (tmp_path / "broken.pt").write_bytes(b"\x00" * 64)
     assert main(["traverse", str(tmp_path / "broken.pt")]) == 2
     assert "broken.pt is corrupt or truncated" in capsys.readouterr().err

@@ -172,7 +172,7 @@ def test_points_to_evaluate_must_lie_in_the_space(tmp_path):
     ({"metric": "val/los"}, "did you mean 'val/loss'"),
     ({"metric": "val/balanced_accuracy"}, "does not report"),
     ({"mode": "minimize"}, "one of 'min', 'max'"),
-    ({"task": "gan"}, "one of 'cvae', 'classifier'"),
+    ({"task": "gan"}, "one of 'cvae', 'nvae', 'classifier'"),
     ({"num_trials": 0}, "integer >= 1"),
     ({"num_trials": None}, "'num_trials' is missing"),
     ({"name": "a/b"}, "names a folder"),

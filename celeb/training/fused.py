@@ -48,9 +48,9 @@ from celeb.training.tracking import NullTracker, Tracker
 
 # Keys fused trials must share: they fix the stacked weights' and batches' shapes, the steps per
 # epoch, the shared data and the process's device and precision.
-ARCHITECTURE_KEYS = ("task", "cvae.width", "cvae.latent_dim", "cvae.conditions", "data.data_dir", "data.split",
-                     "data.image_size", "data.crop", "batch_size", "eval_batch_size", "max_train_batches",
-                     "device", "amp", "optimizer")
+ARCHITECTURE_KEYS = ("task", "cvae.width", "cvae.latent_dim", "cvae.conditions", "cvae.recon", "data.data_dir",
+                     "data.split", "data.image_size", "data.crop", "batch_size", "eval_batch_size",
+                     "max_train_batches", "device", "amp", "optimizer")
 BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW's defaults, which fit uses
 
 

@@ -33,8 +33,11 @@ class ToyVAE(nn.Module):
             logits[:, 2] += 4 * cond[:, 0, None, None]
         return logits
 
+    def decode_images(self, z: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        return torch.sigmoid(self.decode(z, cond))
+
     def reconstruct(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.sigmoid(self.decode(self.encode(x, cond)[0], cond))
+        return self.decode_images(self.encode(x, cond)[0], cond)
 
 
 def rows_of(panel: torch.Tensor, num_rows: int, num_cols: int, label_width: int) -> list[list[torch.Tensor]]:
