@@ -68,7 +68,43 @@ def _up(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
-class ConditionalVAE(nn.Module):
+class ConditionalImageModel(nn.Module):
+    """What both VAE families share (this CVAE and celeb.models.hvae's hierarchy): images of one
+    size in [0,1], an optional attribute vector, latents decoded through a likelihood. A subclass
+    sets image_size, cond_dim and recon, and has encode(x, cond) -> (mu, logvar) and decode(z, cond)."""
+
+    image_size: int
+    cond_dim: int
+    recon: str
+
+    def decode_images(self, z: Tensor, cond: Tensor | None) -> Tensor:
+        """Images in [0,1] for latents z: what the decoder's likelihood stands for."""
+        return output_images(self.decode(z, cond), self.recon)
+
+    @torch.no_grad()
+    def edit(self, x: Tensor, cond: Tensor, new_cond: Tensor) -> Tensor:
+        """Attribute editing: encode x under `cond`, decode its posterior mean under `new_cond`."""
+        mu, _ = self.encode(x, cond)
+        return self.decode_images(mu, new_cond)
+
+    def _check_images(self, x: Tensor) -> None:
+        expected = (3, self.image_size, self.image_size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"images must have shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+
+    def _with_cond(self, h: Tensor, cond: Tensor | None) -> Tensor:
+        if self.cond_dim == 0:
+            return h
+        if cond is None:
+            raise ValueError(
+                f"this model is conditional (cond_dim={self.cond_dim}); pass cond of shape (B, {self.cond_dim})"
+            )
+        if cond.shape != (h.shape[0], self.cond_dim):
+            raise ValueError(f"cond must have shape ({h.shape[0]}, {self.cond_dim}), got {tuple(cond.shape)}")
+        return torch.cat([h, cond.to(h.dtype)], dim=1)
+
+
+class ConditionalVAE(ConditionalImageModel):
     """β-VAE on (B,3,H,W) images in [0,1], optionally conditioned on a (B, cond_dim) attribute vector."""
 
     def __init__(self, image_size: int = 64, latent_dim: int = 64, width: int = 32, cond_dim: int = 0,
@@ -133,10 +169,6 @@ class ConditionalVAE(nn.Module):
         mu, _ = self.encode(x, cond)
         return self.decode_images(mu, cond)
 
-    def decode_images(self, z: Tensor, cond: Tensor | None) -> Tensor:
-        """Images in [0,1] for latents z: what the decoder's likelihood stands for."""
-        return output_images(self.decode(z, cond), self.recon)
-
     @torch.no_grad()
     def sample(self, n: int, cond: Tensor | None = None, generator: torch.Generator | None = None,
                temperature: float = 1.0) -> Tensor:
@@ -147,30 +179,6 @@ class ConditionalVAE(nn.Module):
             cond = cond.unsqueeze(0).expand(n, -1)
         z = temperature * standard_normal((n, self.latent_dim), param, generator)
         return self.decode_images(z, cond)
-
-    @torch.no_grad()
-    def edit(self, x: Tensor, cond: Tensor, new_cond: Tensor) -> Tensor:
-        """Attribute editing: encode x under `cond`, decode its posterior mean under `new_cond`."""
-        mu, _ = self.encode(x, cond)
-        return self.decode_images(mu, new_cond)
-
-    # -- checks --------------------------------------------------------------------------------
-
-    def _check_images(self, x: Tensor) -> None:
-        expected = (3, self.image_size, self.image_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"images must have shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
-
-    def _with_cond(self, h: Tensor, cond: Tensor | None) -> Tensor:
-        if self.cond_dim == 0:
-            return h
-        if cond is None:
-            raise ValueError(
-                f"this model is conditional (cond_dim={self.cond_dim}); pass cond of shape (B, {self.cond_dim})"
-            )
-        if cond.shape != (h.shape[0], self.cond_dim):
-            raise ValueError(f"cond must have shape ({h.shape[0]}, {self.cond_dim}), got {tuple(cond.shape)}")
-        return torch.cat([h, cond.to(h.dtype)], dim=1)
 
 
 def standard_normal(shape: tuple[int, ...] | torch.Size, like: Tensor, generator: torch.Generator | None) -> Tensor:

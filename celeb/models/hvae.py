@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from celeb.models.cvae import IMAGE_SIZES, _group_norm, standard_normal
+from celeb.models.cvae import IMAGE_SIZES, ConditionalImageModel, _group_norm, standard_normal
 from celeb.models.likelihood import check_recon, output_images, output_layer, reconstruction_nll
 
 GroupEdit = Callable[[int, Tensor, tuple[Tensor, Tensor]], Tensor]
@@ -150,7 +150,7 @@ def gaussian_kl(q: tuple[Tensor, Tensor], p: tuple[Tensor, Tensor]) -> Tensor:
     return (0.5 * ratio - 0.5 - (log_q - log_p)).flatten(1).sum(1)
 
 
-class HierarchicalVAE(nn.Module):
+class HierarchicalVAE(ConditionalImageModel):
     """A conditional hierarchical VAE on (B,3,H,W) images in [0,1] (see the module docstring)."""
 
     def __init__(self, image_size: int = 64, latent_dim: int = 32, width: int = 32, cond_dim: int = 0,
@@ -299,9 +299,6 @@ class HierarchicalVAE(nn.Module):
             raise ValueError(f"z must have shape (B, {self.latent_dim}), got {tuple(z.shape)}")
         return self.top_down(z, cond, None, None)[0]
 
-    def decode_images(self, z: Tensor, cond: Tensor | None) -> Tensor:
-        return output_images(self.decode(z, cond), self.recon)
-
     @torch.no_grad()
     def reconstruct(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """Images in [0,1] from every group's posterior mean."""
@@ -319,11 +316,6 @@ class HierarchicalVAE(nn.Module):
             cond = cond.unsqueeze(0).expand(n, -1)
         eps = [temperature * standard_normal(shape, param, generator) for shape in self.noise_shapes(n)]
         return output_images(self.top_down(eps[0], cond, None, eps[1:])[0], self.recon)
-
-    @torch.no_grad()
-    def edit(self, x: Tensor, cond: Tensor, new_cond: Tensor) -> Tensor:
-        mu, _ = self.encode(x, cond)
-        return self.decode_images(mu, new_cond)
 
     @torch.no_grad()
     def traverse_group(self, x: Tensor, cond: Tensor | None, group: int, steps: int = 7,
@@ -375,20 +367,6 @@ class HierarchicalVAE(nn.Module):
                 u.copy_(F.normalize(w.float() @ v, dim=0))
             total = total + u @ (w.float() @ v)
         return total
-
-    # -- checks --------------------------------------------------------------------------------
-
-    def _check_images(self, x: Tensor) -> None:
-        expected = (3, self.image_size, self.image_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"images must have shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
-
-    def _with_cond(self, h: Tensor, cond: Tensor | None) -> Tensor:
-        if self.cond_dim == 0:
-            return h
-        if cond is None or cond.shape != (h.shape[0], self.cond_dim):
-            raise ValueError(f"this model is conditional: pass cond of shape ({h.shape[0]}, {self.cond_dim})")
-        return torch.cat([h, cond.to(h.dtype)], dim=1)
 
 
 def hvae_loss(out: HVAEOutput, x: Tensor, kl_weight: float, capacity: float, recon: str, group_sizes: list[int],
