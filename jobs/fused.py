@@ -186,7 +186,7 @@ def end_groups(sweep: str) -> None:
 
 
 class FusedMembers(tune.Callback):
-    """Tells the sweep's fused groups when Tune ends or loses a trial, so they stop waiting for it."""
+    """Tells the sweep's fused groups when Tune ends, pauses or loses a trial, so they stop waiting for it."""
 
     def __init__(self, sweep: str) -> None:
         self.sweep = sweep
@@ -199,6 +199,10 @@ class FusedMembers(tune.Callback):
         self._left(trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._left(trial)
+
+    def on_trial_save(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # trials report their checkpoints; Tune itself saves a trial only to pause it
         self._left(trial)
 
 

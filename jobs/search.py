@@ -2,7 +2,7 @@
 
 - `SeededOptunaSearch`: Tune's OptunaSearch, training each suggestion once per fixed seed, and
   telling Optuna that ASHA-stopped trials were PRUNED (Ray's tells it COMPLETE with an early value).
-- `QuotaBracket`: ASHA's bracket with a bounded promotion rule (`asha.promotion: quota`).
+- `PromotionASHA`: ASHA that pauses trials at a rung and promotes them later (`asha.promotion: pause`).
 - `SchedulerState`: a Tune callback that checkpoints the scheduler's rungs, which Tune does not.
 - `make_searcher`, `make_scheduler`, `search_space`: a SweepSpec -> Tune's search algorithm,
   scheduler and param space.
@@ -11,17 +11,20 @@ What this needs of Tune's internals goes through jobs.internals.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
 import numpy as np
 import optuna
 from ray import tune
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
-from ray.tune.search import BasicVariantGenerator, Searcher
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from celeb.seeds import trial_seeds
+from celeb.sweep.asha import PromotionRule, score
 from celeb.sweep.spec import SweepSpec, base_trial_config
 from jobs import internals
 
@@ -50,6 +53,7 @@ class SeededOptunaSearch(OptunaSearch):
         self._outcomes: dict[str, dict[str, tuple[str, float | None]]] = {}
         self._open_group: str | None = None
         self._reported: dict[str, set[int]] = {}  # steps already given to Optuna, per trial
+        self._last_result: dict[str, dict] = {}  # a trial stopped while paused completes without a result
 
     def suggest(self, trial_id: str) -> dict | None:
         group = self._open_group
@@ -64,6 +68,7 @@ class SeededOptunaSearch(OptunaSearch):
         return {**self._group_config[group], "seed": self._seeds[len(self._members[group]) - 1]}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._last_result[trial_id] = result
         if self._primary_of.get(trial_id) == trial_id and trial_id not in internals.completed_trials(self):
             self._report_intermediate(trial_id, result)
 
@@ -79,6 +84,7 @@ class SeededOptunaSearch(OptunaSearch):
         group = self._primary_of.get(trial_id)
         if group is None or group in internals.completed_trials(self):
             return
+        result = result or self._last_result.get(trial_id)
         value = (result or {}).get(self.metric)
         if error or value is None or not math.isfinite(value):
             state = "fail"
@@ -105,50 +111,155 @@ class SeededOptunaSearch(OptunaSearch):
         internals.completed_trials(self).add(group)
 
 
-class QuotaBracket(internals.Bracket):
-    """An ASHA bracket with a bounded promotion rule, after Li et al. (2020): of the n trials that
-    reached a rung, at most ceil(n / η) are ever promoted from it, each among the rung's best
-    ceil(n / η) when it arrives (the first trial at a rung goes on, so something always finishes).
+class PromotionASHA(TrialScheduler):
+    """ASHA that pauses and promotes (`asha.promotion: pause`, celeb.sweep.asha.PromotionRule), on
+    Tune's public scheduler interface: `on_trial_result` answers CONTINUE, PAUSE (Tune checkpoints
+    the trial and frees its resources; the trial resumes from that checkpoint when promoted) or
+    STOP; `choose_trial_to_run` starts promoted trials before new ones and never a waiting one.
 
-    Ray's own bracket lets any trial above the rung's current (1 − 1/η) percentile continue, with
-    no bound on how many do: the first trial at an empty rung always goes on, and when the searcher
-    improves over time (TPE), nearly every later trial beats the earlier ones and goes on too, so
-    far more than 1/η reach the top rung. Tune's stop-based scheduling cannot pause a trial and
-    promote it later, so a trial that arrives while the rung's quota is used up is stopped. Rewards
-    are Tune's (already negated for mode "min"), so higher is better.
+    It also keeps the sweep's concurrency: at most `max_running` trials run at once. (Tune's own
+    limit counts paused trials as live, so with trials waiting at a rung it would start no new ones
+    and the sweep would stall.) Once a rung is closed, the trials waiting there that its quota
+    leaves out are stopped for good, so the sweep ends.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.promoted: dict[int, set[str]] = {milestone: set() for milestone, _ in self._rungs}
+    def __init__(self, max_t: int, grace_period: int, reduction_factor: int, total_trials: int,
+                 max_running: int) -> None:
+        super().__init__()
+        self.rule = PromotionRule.new(grace_period, max_t, reduction_factor, total_trials)
+        self.max_running = max_running
+        self.mode = "min"
 
-    def on_result(self, trial: Any, cur_iter: int, cur_rew: float | None) -> str:
-        for milestone, recorded in self._rungs:  # highest milestone first
-            if cur_iter < milestone or trial.trial_id in recorded:
-                continue
-            if cur_rew is None or not math.isfinite(cur_rew):
-                return super().on_result(trial, cur_iter, cur_rew)  # Ray's handling (it warns)
-            recorded[trial.trial_id] = cur_rew
-            quota = math.ceil(len(recorded) / self.rf)
-            best = sorted(recorded.values(), reverse=True)[:quota]
-            if len(self.promoted[milestone]) < quota and cur_rew >= best[-1]:
-                self.promoted[milestone].add(trial.trial_id)
-                return TrialScheduler.CONTINUE
-            return TrialScheduler.STOP
-        return TrialScheduler.CONTINUE
+    # each result must reach on_trial_result as it comes: a trial pauses at the epoch of its rung
+    _supports_buffered_results = False
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        self.mode = mode or self.mode
+        return super().set_search_properties(metric, mode, **spec)
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        pass
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        if TIME_ATTR not in result:
+            return TrialScheduler.CONTINUE
+        decision = self.rule.on_result(trial.trial_id, int(result[TIME_ATTR]), score(result.get(self.metric), self.mode),
+                                       seen_trials(tune_controller))
+        if decision == "pause" and trial.trial_id in self.rule.to_stop(seen_trials(tune_controller)):
+            self.rule.on_end(trial.trial_id)  # its rung closed with it, and it is not among the best
+            decision = "stop"
+        return {"continue": TrialScheduler.CONTINUE, "pause": TrialScheduler.PAUSE,
+                "stop": TrialScheduler.STOP}[decision]
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
+        self.on_trial_remove(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+        self.on_trial_remove(tune_controller, trial)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        self.rule.on_end(trial.trial_id)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+        trials = tune_controller.get_trials()
+        seen = {t.trial_id for t in trials}
+        self._reconcile(tune_controller, trials)
+        self.rule.promote_waiting(seen)
+        self._stop_hopeless(tune_controller)
+        if sum(t.status == Trial.RUNNING for t in trials) >= self.max_running:
+            return None
+        ready = [t for t in trials if t.status in (Trial.PAUSED, Trial.PENDING) and t.trial_id not in self.rule.waiting
+                 and t.trial_id not in self.rule.ended]
+        # promoted trials (paused, or pending after a resume) before new ones, the furthest along first
+        ready.sort(key=lambda t: (t.status != Trial.PAUSED, -int((t.last_result or {}).get(TIME_ATTR, 0))))
+        return ready[0] if ready else None
+
+    def _reconcile(self, tune_controller: Any, trials: list[Trial]) -> None:
+        """Make Tune's statuses and the rule agree after a resume. Tune requeues every unfinished
+        trial of its last snapshot as PENDING, and starts PENDING trials without asking: a trial
+        waiting at a rung goes back to PAUSED, one the rule ended (after that snapshot) is
+        stopped again. A trial Tune ended is ended for the rule too (its rungs may be older)."""
+        for trial in trials:
+            if trial.status in (Trial.TERMINATED, Trial.ERROR):
+                if trial.trial_id not in self.rule.ended:
+                    self.rule.on_end(trial.trial_id)
+            elif trial.status == Trial.PENDING and trial.trial_id in self.rule.waiting:
+                internals.set_trial_status(tune_controller, trial, Trial.PAUSED)
+            elif trial.status in (Trial.PENDING, Trial.PAUSED) and trial.trial_id in self.rule.ended:
+                tune_controller.stop_trial(trial)  # the searcher's and callbacks' ends are idempotent
+
+    def _stop_hopeless(self, tune_controller: Any) -> None:
+        trials = {t.trial_id: t for t in tune_controller.get_trials()}
+        for trial_id in self.rule.to_stop(set(trials)):
+            if trials[trial_id].status in (Trial.PAUSED, Trial.PENDING):
+                self.rule.on_end(trial_id)
+                tune_controller.stop_trial(trials[trial_id])
+
+    def waiting_trials(self) -> set[str]:
+        """Trials paused at a rung, not (yet) promoted."""
+        return set(self.rule.waiting)
+
+    def debug_string(self) -> str:
+        rungs = ", ".join(f"{m}: {len(v)} seen, {len(self.rule.rungs.promoted[m])} promoted"
+                          for m, v in self.rule.rungs.values.items())
+        return f"Using promotion ASHA ({len(self.rule.waiting)} waiting; rungs {rungs})"
+
+    def get_state(self) -> dict[str, Any]:
+        return self.rule.state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.rule = PromotionRule.from_state(state)
+
+
+def seen_trials(tune_controller: Any) -> set[str]:
+    return {t.trial_id for t in tune_controller.get_trials()}
+
+
+class PausedAwareLimiter(ConcurrencyLimiter):
+    """Tune's ConcurrencyLimiter, not counting the trials PromotionASHA keeps waiting at a rung.
+
+    The searcher is asked for a new trial only when one can run now, so Optuna suggests each config
+    having seen every result reported so far (as it does under Tune's own limit) and the sweep still
+    goes on while up to max_concurrent trials wait to be promoted.
+    """
+
+    def __init__(self, searcher: Searcher, max_concurrent: int, scheduler: PromotionASHA) -> None:
+        super().__init__(searcher, max_concurrent)
+        self.scheduler = scheduler
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if len(self.live_trials - self.scheduler.waiting_trials()) >= self.max_concurrent:
+            return None
+        suggestion = self.searcher.suggest(trial_id)
+        if suggestion not in (None, Searcher.FINISHED):
+            self.live_trials.add(trial_id)
+            self.num_unfinished_live_trials += 1
+        return suggestion
+
+    def get_state(self) -> dict:
+        return {k: copy.deepcopy(v) for k, v in self.__dict__.items() if k not in ("searcher", "scheduler")}
+
+    def set_state(self, state: dict) -> None:
+        self.__dict__.update({k: v for k, v in state.items() if k not in ("searcher", "scheduler")})
 
 
 class SchedulerState(tune.Callback):
-    """Checkpoints a scheduler's bookkeeping (ASHA's rungs) with the experiment; Tune does not."""
+    """Checkpoints a scheduler's bookkeeping (ASHA's rungs, waiting trials and promotions) with the
+    experiment; Tune does not (ray issue 30838)."""
 
-    def __init__(self, scheduler: ASHAScheduler) -> None:
+    def __init__(self, scheduler: TrialScheduler) -> None:
         self.scheduler = scheduler
 
     def get_state(self) -> dict:
+        if isinstance(self.scheduler, PromotionASHA):
+            return {"promotion": self.scheduler.get_state()}
         return {"scheduler": internals.scheduler_state(self.scheduler)}
 
     def set_state(self, state: dict) -> None:
-        internals.restore_scheduler_state(self.scheduler, state["scheduler"])
+        if isinstance(self.scheduler, PromotionASHA) and "promotion" in state:
+            self.scheduler.set_state(state["promotion"])
+        elif "scheduler" in state:
+            internals.restore_scheduler_state(self.scheduler, state["scheduler"])
 
 
 def search_space(spec: SweepSpec) -> dict[str, Any]:
@@ -166,30 +277,41 @@ def search_space(spec: SweepSpec) -> dict[str, Any]:
     return {**base_trial_config(spec), **domains}
 
 
-def make_searcher(spec: SweepSpec) -> tuple[Searcher | BasicVariantGenerator, int, dict[str, Any]]:
-    """The search algorithm, Tune's num_samples for it, and what it adds to the param space."""
+def make_searcher(spec: SweepSpec, scheduler: TrialScheduler | None = None,
+                  ) -> tuple[Searcher | BasicVariantGenerator, int, dict[str, Any]]:
+    """The search algorithm, Tune's num_samples for it, and what it adds to the param space.
+
+    Under `PromotionASHA` (`scheduler`) the Optuna searcher is paced by `PausedAwareLimiter`, in
+    place of Tune's own limit, which would count the trials waiting at a rung as running."""
     seeds = trial_seeds(spec.seeds.sweep_seed, spec.seeds.repeats)
     points = [dict(p) for p in spec.optuna.points_to_evaluate]
     if spec.searcher == "optuna":
         searcher = SeededOptunaSearch(seeds=seeds, full_epochs=spec.asha.max_t if spec.asha else None,
                                       points_to_evaluate=points or None, seed=spec.search_seed)
+        if isinstance(scheduler, PromotionASHA):
+            return PausedAwareLimiter(searcher, spec.max_concurrent, scheduler), spec.total_trials, {}
         return searcher, spec.total_trials, {}
     # Random search: reproducible at any concurrency; each sample is expanded over the seeds.
     generator = BasicVariantGenerator(points_to_evaluate=points or None, random_state=spec.search_seed,
-                                      constant_grid_search=True, max_concurrent=spec.max_concurrent)
+                                      constant_grid_search=True,
+                                      max_concurrent=0 if scheduler_limits_concurrency(spec) else spec.max_concurrent)
     seed = tune.grid_search(seeds) if len(seeds) > 1 else seeds[0]
     return generator, spec.num_trials, {"seed": seed}
 
 
-def make_scheduler(spec: SweepSpec) -> ASHAScheduler | None:
-    """Tune's ASHAScheduler; with `promotion: quota` its bracket bounds promotions (QuotaBracket)."""
+def make_scheduler(spec: SweepSpec) -> TrialScheduler | None:
+    """`PromotionASHA` for `asha.promotion: pause` (the default), Ray's ASHAScheduler for `percentile`."""
     if spec.asha is None:
         return None
     a = spec.asha
-    scheduler = ASHAScheduler(time_attr=TIME_ATTR, max_t=a.max_t, grace_period=a.grace_period,
-                              reduction_factor=a.reduction_factor)
-    if a.promotion == "quota":
-        internals.replace_brackets(scheduler, lambda stop_last_trials: QuotaBracket(
-            min_t=a.grace_period, max_t=a.max_t, reduction_factor=a.reduction_factor, s=0,
-            stop_last_trials=stop_last_trials))
-    return scheduler
+    if scheduler_limits_concurrency(spec):
+        return PromotionASHA(max_t=a.max_t, grace_period=a.grace_period, reduction_factor=a.reduction_factor,
+                             total_trials=spec.total_trials, max_running=spec.max_concurrent)
+    return ASHAScheduler(time_attr=TIME_ATTR, max_t=a.max_t, grace_period=a.grace_period,
+                         reduction_factor=a.reduction_factor)
+
+
+def scheduler_limits_concurrency(spec: SweepSpec) -> bool:
+    """Whether the spec's scheduler (PromotionASHA) keeps max_concurrent itself, in place of Tune's
+    limit and the searcher's, which count paused trials as running."""
+    return spec.asha is not None and spec.asha.promotion == "pause"

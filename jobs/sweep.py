@@ -5,10 +5,10 @@
 
 The spec is checked first (celeb.sweep.spec.load_spec) and the data dir opened, so a typo fails once, on
 the driver, before any trial starts. Then one Tune run (its searcher and scheduler are in
-jobs.search): `SeededOptunaSearch` (or seeded random search) proposes configs, `ASHAScheduler`
-stops poor ones at its rungs (metric and mode are set
-once, in TuneConfig; with `asha.promotion: quota`, the default, its bracket is `QuotaBracket`,
-which bounds how many trials each rung promotes), each trial gets `resources`, a failing trial is
+jobs.search): `SeededOptunaSearch` (or seeded random search) proposes configs, `PromotionASHA`
+pauses trials at its rungs and promotes the best of each rung later (with `asha.promotion:
+percentile`, Ray's `ASHAScheduler` stops poor ones instead; metric and mode are set once, in
+TuneConfig), at most `max_concurrent` trials run at once, each trial gets `resources`, a failing trial is
 retried from its newest complete checkpoint up to `max_failures` times, and the best `num_to_keep`
 checkpoints per trial are kept. With `resources.fuse` > 1 the trials of each GPU train as one
 fused model (jobs.fused); the driver tells the groups which trials Tune ended and ends the groups
@@ -23,7 +23,8 @@ What Tune itself restores, and what this module adds:
   intermediate value, and the sampler's RNG) and this module's repeat bookkeeping come back;
 - the scheduler: Tune does NOT save it, so ASHA would restart with empty rungs and judge resumed
   trials against nothing. `SchedulerState`, a Tune callback (callbacks are checkpointed), saves
-  ASHA's rungs and puts them back.
+  ASHA's rungs, waiting trials and promotions and puts them back; paused trials stay paused
+  until promoted.
 - the trials: each continues from its newest complete checkpoint on disk, even one Tune's last
   snapshot did not know (jobs.resume); a checkpoint Tune deleted but its snapshot still names gets
   a placeholder, so Tune does not refuse the restore; a trial started after the last snapshot is
@@ -50,7 +51,7 @@ from typing import Any
 import pandas as pd
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import TrialScheduler
 
 from celeb import storage
 from celeb.config import parse_override
@@ -63,7 +64,8 @@ from celeb.training import runfolder
 from jobs import internals
 from jobs.records import REPORT_FILE, WandbRecords, read_report
 from jobs.resume import fill_pruned_checkpoints, remove_placeholders, write_orphans
-from jobs.search import TIME_ATTR, SchedulerState, make_scheduler, make_searcher, search_space
+from jobs.search import (TIME_ATTR, SchedulerState, make_scheduler, make_searcher, scheduler_limits_concurrency,
+                         search_space)
 from jobs.fused import TRIAL_CPU, FusedMembers, end_groups
 from jobs.trial import train_fused_trial, train_trial
 
@@ -109,7 +111,7 @@ def check_fused_capacity(spec: SweepSpec) -> None:
                              f"{max(1, r.fuse * groups)} or add GPUs")
 
 
-def make_callbacks(spec: SweepSpec, scheduler: ASHAScheduler | None) -> list[tune.Callback]:
+def make_callbacks(spec: SweepSpec, scheduler: TrialScheduler | None) -> list[tune.Callback]:
     """The driver's callbacks: W&B records written from the trial folders, ASHA's saved rungs, and
     (fused trials) telling the groups which trials Tune has ended."""
     callbacks: list[tune.Callback] = [FusedMembers(spec.name)] if spec.resources.fuse > 1 else []
@@ -125,13 +127,14 @@ def build_tuner(spec: SweepSpec, trainable: Callable | None = None) -> tune.Tune
 
     `trainable` replaces jobs.trial.train_trial (tests and benchmarks); it gets the spec's resources.
     """
-    searcher, num_samples, extra_space = make_searcher(spec)
     scheduler = make_scheduler(spec)
+    searcher, num_samples, extra_space = make_searcher(spec, scheduler)
     return tune.Tuner(
         make_trainable(spec, trainable),
         param_space={**search_space(spec), **extra_space},
         tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, search_alg=searcher, scheduler=scheduler,
-                                    num_samples=num_samples, max_concurrent_trials=spec.max_concurrent,
+                                    num_samples=num_samples,
+                                    max_concurrent_trials=None if scheduler_limits_concurrency(spec) else spec.max_concurrent,
                                     reuse_actors=spec.reuse_actors, trial_dirname_creator=trial_folder),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=spec.storage_path,

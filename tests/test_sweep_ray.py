@@ -37,7 +37,8 @@ from celeb.training import runfolder, sealed  # noqa: E402
 from celeb.training.loop import NonFiniteLossError  # noqa: E402
 from celeb.training.runfolder import scalar_values as scalar_metrics  # noqa: E402
 from jobs.internals import check_internals  # noqa: E402
-from jobs.search import QuotaBracket, SeededOptunaSearch, make_scheduler, search_space  # noqa: E402
+from jobs.search import (PausedAwareLimiter, PromotionASHA, SeededOptunaSearch, make_scheduler,  # noqa: E402
+                         make_searcher, search_space)
 from jobs.sweep import run_sweep, start_local_ray  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,11 +85,11 @@ def toy_trial(config: dict, experiment_path: str) -> None:
             panel = runfolder.image_file(folder, "traversal", step)
             panel.parent.mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (4, 4), (20 * epoch, 0, 0)).save(panel)
-        runfolder.append_row(folder, {"step": step, "epoch": epoch, "val/loss": loss, "start": start})
+        runfolder.append_row(folder, {"step": step, "epoch": epoch, "val/mse": loss, "start": start})
         with tempfile.TemporaryDirectory() as d:
             Path(d, "state.json").write_text(json.dumps({"epoch": epoch}))
             sealed.seal(d, {"epoch": epoch})
-            tune.report({"val/loss": loss, "epoch": epoch, "start": start,
+            tune.report({"val/mse": loss, "epoch": epoch, "start": start,
                          "node": ray.get_runtime_context().get_node_id()},
                         checkpoint=tune.Checkpoint.from_directory(d))
         torn = control / f"torn_{trial_id}"
@@ -101,7 +102,7 @@ def toy_trial(config: dict, experiment_path: str) -> None:
 
 def toy_spec(tmp_path: Path, name: str, **changes) -> Path:
     raw = {
-        "name": name, "task": "cvae", "data_dir": str(tmp_path / "no-data"), "metric": "val/loss", "mode": "min",
+        "name": name, "task": "cvae", "data_dir": str(tmp_path / "no-data"), "metric": "val/mse", "mode": "min",
         "num_trials": 3, "max_concurrent": 1, "searcher": "optuna", "resources": {"cpu": 1},
         "fixed": {"epochs": 3, "device": "cpu"},
         "search": {"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
@@ -137,7 +138,7 @@ def assert_records_complete(experiment_dir: Path, table: pd.DataFrame) -> None:
     run ended finished (failed for a failed trial)."""
     assert len(table), "no trials"
     for _, trial in table.iterrows():
-        result = audit(experiment_dir / f"trial_{trial['trial_id']}", scalars=["epoch", "val/loss"])
+        result = audit(experiment_dir / f"trial_{trial['trial_id']}", scalars=["epoch", "val/mse"])
         assert result.epochs >= 1 and result.missing_epochs == [] and result.missing_panels == [], (trial, result)
         assert result.repeated_steps == 0, (trial, result)
         assert result.state == ("failed" if trial["status"] == "error" else "finished"), (trial, result)
@@ -196,26 +197,26 @@ def drive(searcher: SeededOptunaSearch, n: int, epochs: int = 3) -> list[dict]:
         configs.append(config)
         loss = (math.log10(config["lr"]) + 2.5) ** 2 + config["cvae.beta"] / 10
         for epoch in range(1, epochs):
-            searcher.on_trial_result(f"t{i}", {"val/loss": loss + 1 / epoch, "epoch": epoch})
-        searcher.on_trial_complete(f"t{i}", {"val/loss": loss + 1 / epochs, "epoch": epochs})
+            searcher.on_trial_result(f"t{i}", {"val/mse": loss + 1 / epoch, "epoch": epoch})
+        searcher.on_trial_complete(f"t{i}", {"val/mse": loss + 1 / epochs, "epoch": epochs})
     return configs
 
 
-def make_searcher(tmp_path: Path, seed: int, repeats: int = 1, full_epochs: int | None = 3) -> SeededOptunaSearch:
+def seeded_searcher(tmp_path: Path, seed: int, repeats: int = 1, full_epochs: int | None = 3) -> SeededOptunaSearch:
     spec = load_spec(toy_spec(tmp_path, "s"))
     searcher = SeededOptunaSearch(seeds=trial_seeds(0, repeats), full_epochs=full_epochs, seed=seed)
-    searcher.set_search_properties("val/loss", "min", search_space(spec))
+    searcher.set_search_properties("val/mse", "min", search_space(spec))
     return searcher
 
 
 def test_optuna_suggestions_repeat_with_the_seed_past_the_random_startup(tmp_path):
-    first = drive(make_searcher(tmp_path, seed=3), 14)  # TPE takes over after 10 random trials
-    assert drive(make_searcher(tmp_path, seed=3), 14) == first
-    assert drive(make_searcher(tmp_path, seed=4), 14)[:3] != first[:3]
+    first = drive(seeded_searcher(tmp_path, seed=3), 14)  # TPE takes over after 10 random trials
+    assert drive(seeded_searcher(tmp_path, seed=3), 14) == first
+    assert drive(seeded_searcher(tmp_path, seed=4), 14)[:3] != first[:3]
 
 
 def test_repeats_share_a_config_and_use_the_fixed_seeds(tmp_path):
-    searcher = make_searcher(tmp_path, seed=0, repeats=3)
+    searcher = seeded_searcher(tmp_path, seed=0, repeats=3)
     configs = drive(searcher, 6)
     seeds = trial_seeds(0, 3)
     assert [c["seed"] for c in configs] == seeds + seeds
@@ -226,51 +227,31 @@ def test_repeats_share_a_config_and_use_the_fixed_seeds(tmp_path):
 
 
 def test_short_trials_are_pruned_in_the_study_and_full_ones_complete(tmp_path):
-    searcher = make_searcher(tmp_path, seed=0)
+    searcher = seeded_searcher(tmp_path, seed=0)
     for trial_id, epochs in (("a", 3), ("b", 1)):
         config = searcher.suggest(trial_id)
-        searcher.on_trial_complete(trial_id, {"val/loss": config["lr"], "epoch": epochs})
+        searcher.on_trial_complete(trial_id, {"val/mse": config["lr"], "epoch": epochs})
     searcher.suggest("c")
-    searcher.on_trial_complete("c", {"val/loss": 1.0, "epoch": 2}, error=True)
+    searcher.on_trial_complete("c", {"val/mse": 1.0, "epoch": 2}, error=True)
     states = [t.state for t in searcher._ot_study.trials]
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
                       optuna.trial.TrialState.FAIL]
     assert searcher._ot_study.trials[1].intermediate_values == {1: pytest.approx(searcher._ot_study.trials[1].params["lr"])}
 
 
-class FakeTrial:
-    def __init__(self, trial_id: str) -> None:
-        self.trial_id = trial_id
+def test_spec_promotion_picks_the_scheduler():
+    from ray.tune.schedulers import ASHAScheduler
 
-
-def run_bracket(bracket, rewards: list[float], milestone: int) -> list[str]:
-    """Each trial reaches `milestone` in turn with its reward; the bracket's decision for each."""
-    return [bracket.on_result(FakeTrial(f"t{i}"), milestone, reward) for i, reward in enumerate(rewards)]
-
-
-def test_quota_promotion_bounds_how_many_go_on_even_when_every_new_trial_is_better():
-    from ray.tune.schedulers import TrialScheduler
-    from ray.tune.schedulers.async_hyperband import _Bracket
-
-    improving = [float(i) for i in range(12)]  # each trial beats all before it (an improving searcher)
-    ray_decisions = run_bracket(_Bracket(min_t=1, max_t=9, reduction_factor=3, s=0), improving, 1)
-    quota_decisions = run_bracket(QuotaBracket(min_t=1, max_t=9, reduction_factor=3, s=0), improving, 1)
-    assert ray_decisions.count(TrialScheduler.CONTINUE) == 12  # Ray's percentile rule lets all of them on
-    assert quota_decisions.count(TrialScheduler.CONTINUE) == 4  # at most ceil(12 / 3)
-    # the first trial goes on; the next ones wait until the rung has room for another promotion
-    assert quota_decisions[:4] == [TrialScheduler.CONTINUE, TrialScheduler.STOP, TrialScheduler.STOP,
-                                   TrialScheduler.CONTINUE]
-    # only a trial among the rung's best third when it arrives is promoted
-    worsening = run_bracket(QuotaBracket(min_t=1, max_t=9, reduction_factor=3, s=0), improving[::-1], 1)
-    assert worsening == [TrialScheduler.CONTINUE] + [TrialScheduler.STOP] * 11
-
-
-def test_spec_promotion_picks_the_bracket(tmp_path):
     spec = load_spec(REPO / "sweeps" / "smoke.yaml")
-    assert isinstance(make_scheduler(spec)._brackets[0], QuotaBracket)  # the default
+    scheduler = make_scheduler(spec)
+    assert isinstance(scheduler, PromotionASHA)  # the default
+    assert scheduler.rule.rungs.milestones == [1, 2] and scheduler.max_running == spec.max_concurrent
+    searcher, _, _ = make_searcher(spec, scheduler)
+    assert isinstance(searcher, PausedAwareLimiter) and searcher.max_concurrent == spec.max_concurrent
     percentile = load_spec(REPO / "sweeps" / "smoke.yaml", overrides={
         "asha": {"max_t": 3, "grace_period": 1, "reduction_factor": 2, "promotion": "percentile"}})
-    assert type(make_scheduler(percentile)._brackets[0]).__name__ == "_Bracket"
+    assert type(make_scheduler(percentile)) is ASHAScheduler
+    assert isinstance(make_searcher(percentile, make_scheduler(percentile))[0], SeededOptunaSearch)
 
 
 def test_the_ray_internals_this_project_uses_are_still_there():
@@ -331,6 +312,30 @@ def test_sweep_ranks_trials_writes_csv_and_prunes_asha_stops_in_optuna(tmp_path,
     assert trials[1].state == optuna.trial.TrialState.PRUNED and list(trials[1].intermediate_values) == [1]
     # The stopped trial's W&B record is as complete as the finished ones' (the driver writes them).
     assert_records_complete(exp, table)
+
+
+def test_promotion_asha_pauses_at_rungs_and_resumes_promoted_trials_from_their_checkpoints(tmp_path, toy_control):
+    # the toy's value is beta / 10 + 1 / epoch here; one trial at a time, rungs at epochs 1 and 2
+    betas = [3.0, 0.5, 6.0, 5.0]
+    spec = toy_spec(tmp_path, "promote", num_trials=4, fixed={"epochs": 4, "device": "cpu"},
+                    asha={"max_t": 4, "grace_period": 1, "reduction_factor": 2},
+                    optuna={"points_to_evaluate": [{"lr": 10 ** -2.5, "cvae.beta": b} for b in betas]})
+    table = run_sweep(spec, check_data=False, trainable=toy_trial)
+    exp = experiment(spec)
+    by_beta = {round(row["cvae.beta"], 3): row for _, row in table.iterrows()}
+    # β 3 waits at rung 1 (alone there, 0 of 1 may go on); β 0.5 goes on at once (the best of 2) and
+    # waits at rung 2; β 6 and β 5 wait at rung 1. With all 4 recorded, rung 1 closes: its best 2 (β 0.5
+    # and β 3) go on, so β 3 is promoted and resumes from its epoch-1 checkpoint, and β 6 and β 5 stop.
+    # At rung 2 β 3 is behind β 0.5, whose promotion it was waiting for: β 3 stops, β 0.5 finishes.
+    assert {b: by_beta[b]["epochs_run"] for b in betas} == {3.0: 2, 0.5: 4, 6.0: 1, 5.0: 1}
+    assert table["epochs_run"].sum() == 8  # of 16 at full budget
+    assert {b: starts_of(exp, by_beta[b]["trial_id"]) for b in betas} == {3.0: [0, 1], 0.5: [0, 2], 6.0: [0], 5.0: [0]}
+    for b in betas:  # paused trials went on from their checkpoints: no epoch ran twice
+        assert [r["epoch"] for r in folder_rows(exp)[by_beta[b]["trial_id"]]] == list(range(1, by_beta[b]["epochs_run"] + 1))
+    assert table.iloc[0]["cvae.beta"] == 0.5 and table.iloc[0]["status"] == "complete"
+    states = {t.params["cvae.beta"]: t.state for t in study_of(exp).trials}
+    assert states == {0.5: optuna.trial.TrialState.COMPLETE, **{b: optuna.trial.TrialState.PRUNED for b in (3.0, 6.0, 5.0)}}
+    assert_records_complete(exp, table)  # each paused trial kept one W&B run across its pauses
 
 
 def test_same_spec_and_seed_give_the_same_trials(tmp_path, toy_control):
@@ -418,13 +423,13 @@ def test_resume_after_the_driver_is_killed_costs_at_most_the_epoch_in_progress(t
     spec = toy_spec(tmp_path, "resume", num_trials=5, max_concurrent=2, fixed={"epochs": 3, "device": "cpu"},
                     asha={"max_t": 3, "grace_period": 1, "reduction_factor": 2})
     exp = experiment(spec)
-    # kill once a trial has finished and another is part-way: running, with its first of 3 epochs in its
-    # folder (so it is still running when the kill lands, a poll or two later)
+    # kill once a trial has left its slot (paused at a rung or ended) and another is part-way: running,
+    # with 1 or 2 of its 3 epochs in its folder
     def part_way(snapshot: dict[str, str]) -> bool:
-        if "TERMINATED" not in snapshot.values() or len(snapshot) >= 5:
+        if not {"PAUSED", "TERMINATED"} & set(snapshot.values()):
             return False
         rows = folder_rows(exp)
-        return any(status == "RUNNING" and len(rows.get(trial, [])) == 1 for trial, status in snapshot.items())
+        return any(status == "RUNNING" and 1 <= len(rows.get(trial, [])) < 3 for trial, status in snapshot.items())
 
     kill_driver_mid_sweep(tmp_path, spec, part_way)
     snapshot = experiment_state(exp)  # what Tune resumes from: its last experiment snapshot
@@ -452,16 +457,16 @@ def test_resume_after_the_driver_is_killed_costs_at_most_the_epoch_in_progress(t
         assert runfolder.repeated_steps(rows) <= 1  # at most the epoch in progress ran twice...
         by_step = {}
         for row in rows:  # ... with the same numbers
-            assert by_step.setdefault(row["step"], row["val/loss"]) == row["val/loss"]
+            assert by_step.setdefault(row["step"], row["val/mse"]) == row["val/mse"]
     assert_records_complete(exp, table)
     study = study_of(exp)
     assert len(study.trials) == 5 and all(t.state.is_finished() for t in study.trials)
     with open(sorted(glob.glob(str(exp / "callback-states-*.pkl")))[-1], "rb") as f:
-        scheduler = next(state["scheduler"] for state in pickle.load(f).values() if state and "scheduler" in state)
-    recorded = set().union(*(set(r) for _, r in scheduler["_brackets"][0]._rungs))
+        rule = next(state["promotion"] for state in pickle.load(f).values() if state and "promotion" in state)
+    recorded = set().union(*(set(r) for r in rule["rungs"]["values"].values()))
     # ASHA's rungs from before the kill came back (Tune alone restores an empty scheduler, and only
     # resumed trials would be recorded again)
-    assert {t for t, status in snapshot.items() if status == "TERMINATED"} <= recorded
+    assert {t for t, status in snapshot.items() if status in ("PAUSED", "TERMINATED")} <= recorded
 
 
 def test_a_trial_started_after_the_last_snapshot_is_adopted_not_redone(tmp_path, toy_control):
@@ -611,7 +616,7 @@ def test_smoke_spec_trains_real_trials_and_resumes_nothing_twice(tmp_path, local
         assert any(row.get("dimensions._type") == "table-file" for row in recorded.rows.values())
         last = recorded.segments[-1]
         assert last["config"]["seed"] == trial_seeds(0, 1)[0] and last["state"] == "finished"
-        assert last["summary"]["best/val/loss"] == pytest.approx(min(r["val/loss"] for r in history))
+        assert last["summary"]["best/val/mse"] == pytest.approx(min(r["val/mse"] for r in history))
     # Resuming a finished sweep runs nothing again.
     run_sweep(REPO / "sweeps" / "smoke.yaml", resume=True, overrides=overrides)
     assert results_of(exp) == rows

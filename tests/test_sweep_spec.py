@@ -22,7 +22,7 @@ GOOD = """\
 name: t
 task: cvae
 data_dir: data
-metric: val/loss
+metric: val/mse
 mode: min
 num_trials: 4
 fixed:
@@ -186,7 +186,7 @@ def test_points_to_evaluate_must_lie_in_the_space(tmp_path):
     ({"metric": "val/sap_fixed", "mode": "max"}, "only with 'cvae.final_metrics: true'"),
     ({"metric": "val/sap_fixed", "mode": "max", "fixed": {"epochs": 3, "cvae": {"final_metrics": True}}},
      "ASHA cannot stop on it"),
-    ({"asha": {"promotion": "greedy"}}, "'asha.promotion' must be one of 'quota', 'percentile'"),
+    ({"asha": {"promotion": "greedy"}}, "'asha.promotion' must be one of 'pause', 'percentile'"),
     ({"wandb": {"api_key": "abc"}}, "never put the W&B key in a spec"),
     ({"wandb": {"projekt": "x"}}, "did you mean 'wandb.project'"),
     ({"wandb": {"tags": "demo"}}, "'wandb.tags' must be a list of strings"),
@@ -195,6 +195,28 @@ def test_points_to_evaluate_must_lie_in_the_space(tmp_path):
 def test_bad_values_are_explained(tmp_path, changes, message):
     with pytest.raises(SweepSpecError, match=re.escape(message)):
         load_spec(write(tmp_path, edit(GOOD, **changes)))
+
+
+@pytest.mark.parametrize("metric", ["val/loss", "val/neg_elbo", "val/kl", "val/recon"])
+@pytest.mark.parametrize("searched", [{"cvae.beta": {"type": "uniform", "low": 0.5, "high": 4}},
+                                      {"cvae.beta_norm": {"type": "loguniform", "low": 0.001, "high": 0.1}},
+                                      {"cvae.capacity": {"type": "uniform", "low": 0.0, "high": 25.0}}])
+def test_a_kl_weight_search_ranked_by_a_kl_weighted_metric_is_refused(tmp_path, metric, searched):
+    search = {"lr": {"type": "loguniform", "low": 1.0e-4, "high": 1.0e-2}, **searched}
+    path = write(tmp_path, edit(GOOD, metric=metric, search=search))
+    with pytest.raises(SweepSpecError) as error:
+        load_spec(path)
+    message = str(error.value)
+    assert f"'{metric}' depends on the KL weight" in message and f"searches '{next(iter(searched))}'" in message
+    assert "val/mse" in message and "val/mig_fixed" in message  # what to rank by instead
+    assert str(path) in message and "line 4" in message  # the spec's file and the metric's line
+
+
+def test_a_kl_weighted_metric_is_fine_when_the_kl_weight_is_fixed(tmp_path):
+    search = {"lr": {"type": "loguniform", "low": 1.0e-4, "high": 1.0e-2}}
+    spec = load_spec(write(tmp_path, edit(GOOD, metric="val/loss", search=search,
+                                          fixed={"epochs": 3, "cvae": {"latent_dim": 8, "beta": 4.0}})))
+    assert spec.metric == "val/loss"
 
 
 def test_wandb_settings_default_to_auto_and_parse(tmp_path):

@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 
 from celeb.config import LATENT_TASKS, valid_keys
+from celeb.evaluation.kl_weight import HELD_OUT_TEXT, weighs_kl_by_one
 from celeb.review.discover import ID_COLUMNS
 
 MIN_WORDS = ("loss", "mse", "recon", "kl", "elbo", "error", "bits")  # "neg_elbo" is a loss; bits per dim
 MAX_WORDS = ("mig", "dci", "sap", "score", "accuracy", "auroc", "auc", "f1", "precision", "recall")
-HELD_OUT_CVAE = "val/loss (each trial's own objective), val/mse or val/mig_fixed"
 
 
 class RankingWarning(UserWarning):
@@ -105,7 +105,7 @@ def check_metric(table: pd.DataFrame, metric: str) -> None:
 
 def refuse_other_kl_weight(table: pd.DataFrame, metric: str) -> None:
     """Refuse the β = 1 ELBO (and its bits/dim) for VAE trials whose own objective weighs the KL differently."""
-    if not any(word in metric.lower() for word in ("elbo", "bits_per_dim")) or "beta" not in table:
+    if not weighs_kl_by_one(metric) or "beta" not in table:
         return
     cvae = table[table["task"].isin(LATENT_TASKS)]
     capacity = cvae["cvae.capacity"].fillna(0) if "cvae.capacity" in cvae else pd.Series(0.0, index=cvae.index)
@@ -119,7 +119,7 @@ def refuse_other_kl_weight(table: pd.DataFrame, metric: str) -> None:
         f"with another KL weight (β = {', '.join(map(str, betas[:6]))}{' ...' if len(betas) > 6 else ''}"
         f"{' or a capacity target' if (capacity > 0).any() else ''}; e.g. {example['trial']}). Ranking on a loss "
         "with a different KL weight favours whichever β happens to suit it, not the best trial. "
-        f"Rank on {HELD_OUT_CVAE} instead")
+        f"Rank on val/loss (each trial's own objective), {HELD_OUT_TEXT} instead")
 
 
 def ranking_notes(table: pd.DataFrame, metric: str) -> list[str]:

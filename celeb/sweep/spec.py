@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from celeb.config import TrainConfig, config_from_dict, validate_keys
+from celeb.config import LATENT_TASKS, TrainConfig, config_from_dict, validate_keys
+from celeb.evaluation.kl_weight import HELD_OUT_TEXT, KL_WEIGHT_KEYS, depends_on_kl_weight
 from celeb.models.memory import CONTEXT_BYTES, MemoryEstimate, estimate_training_memory
 from celeb.records import WANDB_MODES
 from celeb.seeds import trial_seeds
@@ -102,10 +103,11 @@ class AshaSettings:
     max_t: int | None = field(default=None, metadata=at_least(1))  # epochs of a full trial; None: the epochs
     grace_period: int = field(default=1, metadata=at_least(1))  # epochs every trial gets before it can stop
     reduction_factor: int = field(default=3, metadata=at_least(2))  # keep the top 1/reduction_factor per rung
-    # "quota": at most 1/reduction_factor of the trials that reach a rung are ever promoted from it
-    # (Li et al. 2020's rule); "percentile": Ray's ASHA, any trial above the rung's current
-    # percentile goes on (unbounded: with an improving searcher most late trials run in full).
-    promotion: Literal["quota", "percentile"] = "quota"
+    # "pause": ASHA as Li et al. (2020) wrote it (jobs.search.PromotionASHA): a trial that reaches a
+    # rung waits there, paused with its checkpoint, and goes on as soon as it is among the rung's top
+    # 1/reduction_factor; "percentile": Ray's ASHAScheduler, which never pauses: a trial above the
+    # rung's current percentile goes on, any other stops for good.
+    promotion: Literal["pause", "percentile"] = "pause"
 
 
 @dataclass(frozen=True)
@@ -353,6 +355,13 @@ def _check_metric(spec: SweepSpec) -> None:
         close = difflib.get_close_matches(spec.metric, known, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"a {spec.task} trial reports: {', '.join(known)}"
         raise ConfigError(f"sweep key 'metric': a {spec.task} trial does not report '{spec.metric}'; {hint}", "metric")
+    kl_weights = sorted({p.name for p in spec.search} & set(KL_WEIGHT_KEYS))
+    if spec.task in LATENT_TASKS and kl_weights and depends_on_kl_weight(spec.metric):
+        raise ConfigError(
+            f"sweep key 'metric': '{spec.metric}' depends on the KL weight, and this sweep searches "
+            f"'{kl_weights[0]}', so it would rank the KL weight by how the metric is defined (a smaller β "
+            f"lowers val/loss by itself; val/neg_elbo favours β near 1), not by how good the model is. "
+            f"Rank by a held-out metric instead: {HELD_OUT_TEXT}", "metric")
     if spec.metric == "val/bits_per_dim" and (spec.fixed.get("cvae.recon", "bce") != "logistic"
                                              or "cvae.recon" in {p.name for p in spec.search}):
         raise ConfigError("'val/bits_per_dim' is a likelihood bound only with the discretised logistic: fix "

@@ -2,9 +2,11 @@
 the adapter of the synthetic faces."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from celeb.evaluation.disentanglement.ground_truth import GroundTruth, grid_ground_truth, synth_ground_truth
+from celeb.evaluation.disentanglement.ground_truth import (GroundTruth, factor_codes, grid_ground_truth,
+                                                          synth_ground_truth)
 from celeb.evaluation.disentanglement.mig import mig_synthetic
 
 
@@ -48,3 +50,13 @@ def test_synth_faces_adapter():
         lambda obs: corner_hue_and_value(obs)[:, ::-1], backgrounds, 0, num_train=200, progress=False
     )
     assert swapped["mig"] > 0.6  # MIG does not care which dim carries which factor
+
+
+def test_factor_codes_keep_classes_and_bin_continuous_factors_by_quantile():
+    table = pd.DataFrame({"male": [True, False, True, False, True, False, True, False],
+                          "hair_color": [3, 1, 3, 0, 1, 1, 0, 3],
+                          "tilt": [0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6]})
+    codes = factor_codes(table, ["hair_color", "male", "tilt"], num_bins=2)
+    assert codes[:, 0].tolist() == [2, 1, 2, 0, 1, 1, 0, 2]  # class indices in sorted order
+    assert codes[:, 1].tolist() == [1, 0, 1, 0, 1, 0, 1, 0]
+    assert codes[:, 2].tolist() == [0, 1, 0, 1, 0, 1, 0, 1]  # below and above the median

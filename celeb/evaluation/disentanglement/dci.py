@@ -128,7 +128,7 @@ def dci_synthetic(
     """DCI (Eastwood & Williams 2018): {"dci_disentanglement", "dci_completeness", "dci_informativeness", ...}."""
     rng = stream_rng(seed, "dci")
     data = sample_train_test(represent, ground_truth, num_train, num_test, rng, max_batch, progress, "DCI")
-    return _dci_scores(*data, seed, estimator, balanced=False, progress=progress, suffix="")
+    return dci_scores(*data, seed, estimator, balanced=False, progress=progress, suffix="")
 
 
 def dci_fixed(
@@ -138,10 +138,10 @@ def dci_fixed(
     """DCI scored by balanced accuracy with prior-corrected predictions (see dci_importance): {"dci_*_fixed"}."""
     latents, attributes, _ = check_fixed(latents, attributes, names)
     data = split_arrays(latents, attributes, seed, num_train, num_test)
-    return _dci_scores(*data, seed, estimator, balanced=True, progress=progress, suffix="_fixed")
+    return dci_scores(*data, seed, estimator, balanced=True, progress=progress, suffix="_fixed")
 
 
-def _dci_scores(
+def dci_scores(
     latents_train: np.ndarray, factors_train: np.ndarray, latents_test: np.ndarray, factors_test: np.ndarray,
     seed: int, estimator: str, balanced: bool, progress: bool, suffix: str,
 ) -> dict[str, float]:

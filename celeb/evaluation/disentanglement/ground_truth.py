@@ -144,6 +144,13 @@ def synth_ground_truth(
     return GroundTruth(names, sizes, sample_factors, observe)
 
 
+def factor_codes(table: pd.DataFrame, names: Sequence[str] | None = None, num_bins: int = 5) -> np.ndarray:
+    """Integer codes (N, F) of a table of true factors, coded as `synth_ground_truth` codes them
+    (continuous factors in `num_bins` quantile bins), with the table itself as the reference sample."""
+    names = list(table.columns if names is None else names)
+    return np.stack([_column_codebook(table[n], num_bins)[0](table[n]) for n in names], axis=1)
+
+
 def _column_codebook(column, num_bins: int) -> tuple[Callable[[Any], np.ndarray], np.ndarray]:
     """(encode(values) -> codes, values[code]) for one factor column of a reference sample."""
     values = np.asarray(column)
